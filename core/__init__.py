@@ -1,0 +1,1 @@
+"""Conveyor's shared domain and infrastructure; imports neither ``api`` nor ``jobs``."""

@@ -1,0 +1,43 @@
+"""Celery configuration shared by the worker app and the API's publisher, so both sides agree
+on serialisation, queues and routes. Building the app is the caller's job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.settings import Settings
+from core.task_names import DEFAULT_QUEUE, celery_routes
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    timeout = settings.redis_socket_timeout
+    transport_options = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # Never block a publish on a dead broker: the outbox relay retries later.
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_timeout": timeout,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": celery_routes(),
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

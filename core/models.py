@@ -1,0 +1,104 @@
+"""ORM tables only. Request/response shapes live in ``api/schemas``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+from core.job_states import JobStatus
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('submitter', 'operator', 'admin')", name="role"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.Text)
+    key_hash: Mapped[str] = mapped_column(sa.Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Job(Base):
+    """One row per job: the source of truth for state, progress, checkpoint and outbox."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN ({_STATUSES})", name="status"),
+        sa.UniqueConstraint("principal_id", "idempotency_key"),
+        sa.Index("ix_jobs_created", "created_at", "id"),
+        sa.Index(
+            "ix_jobs_undispatched",
+            "created_at",
+            postgresql_where=sa.text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
+        sa.Index(
+            "ix_jobs_running_lease",
+            "lease_expires_at",
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(
+        sa.Text, default=JobStatus.queued.value, server_default=JobStatus.queued.value
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    principal_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(sa.Text)
+    request_fingerprint: Mapped[str] = mapped_column(sa.Text)
+    request_id: Mapped[str | None] = mapped_column(sa.Text)
+
+    attempt: Mapped[int] = mapped_column(default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(default=5, server_default="5")
+    lease_owner: Mapped[str | None] = mapped_column(sa.Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+    progress_total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    progress_done: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    progress_failed: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error_code: Mapped[str | None] = mapped_column(sa.Text)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+    dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class JobEvent(Base):
+    """Append-only log per job: status changes, progress notes, task events."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (sa.Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    type: Mapped[str] = mapped_column(sa.Text)
+    attempt: Mapped[int] = mapped_column(default=0)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -1,0 +1,90 @@
+"""The one settings class. Built by entrypoints (``get_settings``) and passed down."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-secret-change-me"
+DEV_FLOWER_PASSWORD = "conveyor"
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every knob Conveyor reads, from ``CONVEYOR_*`` environment variables or ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVEYOR_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    debug: bool = False
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor"
+    database_connect_timeout: int = Field(default=3, ge=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_socket_timeout: float = Field(default=0.5, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr(DEV_FLOWER_PASSWORD)
+
+    storage_dir: Path = Path("var/storage")
+    max_upload_bytes: int = Field(default=1 << 30, gt=0)
+
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    reaper_interval: float = Field(default=10.0, gt=0)
+    relay_interval: float = Field(default=2.0, gt=0)
+
+    breaker_fail_max: int = Field(default=5, ge=1)
+    breaker_reset_timeout: float = Field(default=30.0, gt=0)
+
+    worker_concurrency: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        problems = []
+        secret = self.secret_key.get_secret_value()
+        if secret == DEV_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            problems.append(f"CONVEYOR_SECRET_KEY must be set to {MIN_SECRET_LENGTH}+ characters")
+        if self.flower_password.get_secret_value() == DEV_FLOWER_PASSWORD:
+            problems.append("CONVEYOR_FLOWER_PASSWORD must not be the development default")
+        if self.debug:
+            problems.append("CONVEYOR_DEBUG must be off in production")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg 3 driver, whatever scheme the user wrote."""
+        url = self.database_url
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL as libpq tools (psql, psycopg.connect) expect it."""
+        return self.sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Entrypoints only: library code receives settings as a parameter."""
+    return Settings()
