@@ -1,0 +1,51 @@
+"""Diagnostic job kinds for tests and benchmarks: ``noop`` and ``sleep``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from core.errors import JobFailed
+from jobs.job_context import JobContext, Progress
+
+
+class NoopParams(BaseModel):
+    fail_attempts: int = Field(default=0, ge=0)
+
+
+class SleepParams(NoopParams):
+    seconds: float = Field(gt=0, le=3600)
+    steps: int = Field(default=1, ge=1, le=10_000)
+
+
+def _fail_if_asked(ctx: JobContext, params: NoopParams) -> None:
+    """The first ``fail_attempts`` attempts fail on purpose, so retry paths can be tested."""
+    if ctx.attempt <= params.fail_attempts:
+        raise JobFailed(f"failing attempt {ctx.attempt} on purpose", code="induced_failure")
+
+
+def _report(progress: Progress) -> Callable[[Session], Progress]:
+    """A unit with no effects of its own: it only records progress (and checks for cancel)."""
+    return lambda _: progress
+
+
+def run_noop(ctx: JobContext) -> dict[str, Any]:
+    _fail_if_asked(ctx, NoopParams.model_validate(ctx.params))
+    ctx.commit_unit(_report(Progress(done=1, total=1)))
+    return {"ok": True}
+
+
+def run_sleep(ctx: JobContext) -> dict[str, Any]:
+    params = SleepParams.model_validate(ctx.params)
+    _fail_if_asked(ctx, params)
+    start = int((ctx.checkpoint or {}).get("step", 0))
+    ctx.commit_unit(_report(Progress(done=start, total=params.steps)))
+    pause = params.seconds / params.steps
+    for step in range(start + 1, params.steps + 1):
+        time.sleep(pause)
+        ctx.commit_unit(_report(Progress(done=step, total=params.steps, checkpoint={"step": step})))
+    return {"slept_seconds": params.seconds, "steps": params.steps, "resumed_at_step": start}

@@ -1,0 +1,83 @@
+"""What a job body sees: its params and checkpoint, and ``commit_unit`` to commit one unit of
+work together with its progress and checkpoint, fenced by the lease."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from core import db, job_store
+from core.errors import DatabaseUnavailable, JobCancelled
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one committed unit reports: counters, and where to resume."""
+
+    done: int
+    total: int | None = None
+    failed: int = 0
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass
+class JobContext:
+    job_id: uuid.UUID
+    kind: str
+    params: dict[str, Any]
+    attempt: int
+    checkpoint: dict[str, Any] | None
+    lease: job_store.Lease
+    sessions: db.Sessions
+    settings: Settings
+    # The result so far; reported if the job is cancelled or fails part-way.
+    result: dict[str, Any] | None = None
+    _db_retry_delays: tuple[float, ...] = field(default=(0.2, 0.5, 1, 2, 5), repr=False)
+
+    def commit_unit(self, work: Callable[[Session], Progress]) -> None:
+        """Run ``work`` and record its progress in one transaction, renewing the lease.
+
+        A zombie worker's unit is rolled back whole (the fenced progress write raises
+        LeaseLost). While the database is unavailable the unit is retried, so nothing is lost;
+        after the retry window the error propagates and the lease reaper takes over.
+        Raises JobCancelled after the commit when a cancel was requested.
+        """
+        cancel = self._with_database_retry(lambda: self._commit_once(work))
+        if cancel:
+            raise JobCancelled()
+
+    def _commit_once(self, work: Callable[[Session], Progress]) -> bool:
+        with db.transaction(self.sessions) as session:
+            progress = work(session)
+            return job_store.save_progress(
+                session,
+                lease=self.lease,
+                lease_seconds=self.settings.lease_seconds,
+                done=progress.done,
+                total=progress.total,
+                failed=progress.failed,
+                checkpoint=progress.checkpoint,
+            )
+
+    def _with_database_retry(self, attempt: Callable[[], bool]) -> bool:
+        waited = 0.0
+        delays = iter(self._db_retry_delays)
+        while True:
+            try:
+                return attempt()
+            except DatabaseUnavailable:
+                delay = next(delays, self._db_retry_delays[-1])
+                if waited + delay > self.settings.lease_seconds * 4:
+                    raise
+                log.warning("unit.database_unavailable", retry_in=delay)
+                time.sleep(delay)
+                waited += delay

@@ -1,0 +1,27 @@
+"""Beat-driven platform work: the outbox relay and the lease reaper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from core import db, job_store
+from core.publisher import JobPublisher, relay_undispatched
+
+log = structlog.get_logger(__name__)
+
+
+def relay_outbox(sessions: db.Sessions, publisher: JobPublisher) -> dict[str, Any]:
+    return relay_undispatched(sessions, publisher)
+
+
+def reap_leases(sessions: db.Sessions, publisher: JobPublisher) -> dict[str, Any]:
+    """Put back jobs whose worker died or hung, then publish them at once (not at the next
+    relay tick), so recovery takes about one lease plus one reaper interval."""
+    with db.transaction(sessions) as session:
+        requeued, exhausted = job_store.requeue_expired(session, limit=500)
+    if requeued or exhausted:
+        log.warning("reaper.requeued", requeued=[str(j.id) for j in requeued], failed=exhausted)
+    relayed = relay_undispatched(sessions, publisher) if requeued else {"published": 0}
+    return {"requeued": len(requeued), "failed": exhausted, **relayed}

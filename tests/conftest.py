@@ -1,0 +1,101 @@
+"""Shared fixtures: one migrated PostgreSQL database per test run (tables truncated before each
+test that uses it), Redis DB 15 flushed per test, private redis-servers on demand, and the
+platform's processes for e2e tests. Services that are missing fail loudly (never skip)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from core import db
+from core.settings import Settings
+from tests import services
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = services.unique_name("conveyor_test")
+    url = services.create_database(name)
+    config = Config(str(services.ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    command.upgrade(config, "head")
+    yield url
+    services.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = db.make_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: sa.Engine) -> db.Sessions:
+    """A sessionmaker on a database whose tables were emptied for this test."""
+    tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return db.make_sessionmaker(engine)
+
+
+@pytest.fixture
+def shared_redis_url() -> Iterator[str]:
+    """The machine's Redis, DB 15, flushed around each test."""
+    client = redis.Redis.from_url(services.SHARED_REDIS_URL)
+    client.flushdb()
+    yield services.SHARED_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[services.RedisServer]:
+    """A redis-server of this test's own, which the test may stop, pause or restart."""
+    server = services.RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.resume() if server.process else None
+    server.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, shared_redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        env="test",
+        database_url=database_url,
+        redis_url=shared_redis_url,
+        storage_dir=tmp_path / "storage",
+        lease_seconds=3,
+        reaper_interval=1,
+        relay_interval=0.5,
+        breaker_reset_timeout=2,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess build exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"CONVEYOR_{name.upper()}"] = str(raw)
+    env["CONVEYOR_LOG_FORMAT"] = "json"
+    return env
+
+
+@pytest.fixture
+def platform(settings: Settings, sessions: db.Sessions, tmp_path: Path) -> Iterator[services.Platform]:
+    """Real API/worker/beat processes; start the ones the test needs."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    with services.platform(settings_env(settings), log_dir) as running:
+        yield running

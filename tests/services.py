@@ -1,0 +1,212 @@
+"""Real services for tests: a throwaway PostgreSQL database per run, private redis-servers,
+and the platform's own processes (API, worker, beat) started as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+ADMIN_URL = os.environ.get("CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SHARED_REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05,
+               message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def database_url(name: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def create_database(name: str) -> str:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return database_url(name)
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+class RedisServer:
+    """A private redis-server on a random port that a test may stop, pause or restart."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
+        wait_until(lambda: _pings(client), timeout=10, message="redis-server")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class Process:
+    """A platform process (API, worker, beat) in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process and all its children (a prefork worker's pool too)."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            self.kill_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_group(signal.SIGKILL)
+                self.popen.wait(timeout)
+        self.kill_group(signal.SIGKILL)  # leftover pool children
+        self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Platform:
+    """Starts Conveyor's processes against one database and one Redis, for e2e tests."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[Process] = []
+        self.api_url: str | None = None
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Process:
+        process = Process(name, argv, {**self.env, **(extra_env or {})}, self.log_dir)
+        self.processes.append(process)
+        return process
+
+    def start_api(self, extra_env: dict[str, str] | None = None) -> Process:
+        port = free_port()
+        process = self._spawn("api", [str(VENV_BIN / "conveyor"), "api", "--port", str(port)],
+                              extra_env)
+        self.api_url = f"http://127.0.0.1:{port}"
+        url = self.api_url
+
+        def live() -> bool:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"api exited:\n{process.output()}")
+            try:
+                return httpx.get(f"{url}/health/live", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(live, timeout=30, message="api /health/live")
+        return process
+
+    def start_worker(self, queues: str = "default,imports", concurrency: int = 1,
+                     extra_env: dict[str, str] | None = None) -> Process:
+        name = f"w{uuid.uuid4().hex[:6]}@%h"
+        process = self._spawn(
+            "worker",
+            [str(VENV_BIN / "conveyor"), "worker", "--queues", queues,
+             "--concurrency", str(concurrency), "--hostname", name],
+            extra_env,
+        )
+        wait_until(lambda: _worker_ready(process), timeout=60, message="worker ready")
+        return process
+
+    def start_beat(self, extra_env: dict[str, str] | None = None) -> Process:
+        schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
+        return self._spawn(
+            "beat", [str(VENV_BIN / "conveyor"), "beat", "--schedule", str(schedule)], extra_env
+        )
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+
+def _worker_ready(process: Process) -> bool:
+    if process.popen.poll() is not None:
+        raise RuntimeError(f"worker exited:\n{process.output()}")
+    return "ready." in process.output()
+
+
+@contextmanager
+def platform(env: dict[str, str], log_dir: Path) -> Iterator[Platform]:
+    running = Platform(env, log_dir)
+    try:
+        yield running
+    finally:
+        running.stop_all()
