@@ -1,0 +1,176 @@
+"""No-op job throughput through the whole platform, next to raw Celery on the same Redis.
+
+Platform: HTTP POST /v1/jobs -> PostgreSQL row -> Redis -> worker claims -> `succeeded` in
+PostgreSQL; measured from the first submit until the last job is succeeded.
+Baseline: raw Celery `apply_async` of a no-op task to a worker with the same pool settings
+on the same Redis, measured until every task ran (counted in a Redis key).
+
+Run: .venv/bin/python bench/noop_throughput.py [--jobs 2000] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import api_keys, db
+from core.api_keys import Role
+from core.models import Job
+from core.settings import Settings
+from tests import services
+from tests.conftest import settings_env
+
+RAW_APP = "bench.raw_celery_app:app"
+
+
+def _submit_all(api_url: str, key: str, jobs: int, clients: int) -> None:
+    def submit_batch(count: int) -> None:
+        with httpx.Client(
+            base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            for _ in range(count):
+                response = client.post("/v1/jobs", json={"kind": "noop", "params": {}})
+                response.raise_for_status()
+
+    share = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(submit_batch, share))
+
+
+def platform_run(
+    settings: Settings, sessions: db.Sessions, jobs: int, clients: int, workers: int, log_dir: Path
+) -> float:
+    with db.transaction(sessions) as session:
+        _, key = api_keys.create_key(
+            session,
+            name="bench",
+            role=Role.submitter,
+            pepper=settings.secret_key.get_secret_value(),
+        )
+    env = settings_env(settings)
+    env["CONVEYOR_LOG_LEVEL"] = "WARNING"
+    with services.platform(env, log_dir) as platform:
+        platform.start_api()
+        for _ in range(workers):
+            platform.start_worker(
+                queues="default", concurrency=2, extra_env={"CONVEYOR_LOG_LEVEL": "INFO"}
+            )
+        assert platform.api_url
+        start = time.perf_counter()
+        _submit_all(platform.api_url, key, jobs, clients)
+        succeeded = 0
+        while succeeded < jobs:
+            with db.transaction(sessions) as session:
+                succeeded = (
+                    session.scalar(sa.select(sa.func.count()).where(Job.status == "succeeded")) or 0
+                )
+            time.sleep(0.02)
+        return time.perf_counter() - start
+
+
+def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_dir: Path) -> float:
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url}
+    counter = redis.Redis.from_url(redis_url)
+    counter.delete("bench:done")
+    processes = []
+    for index in range(workers):
+        argv = [
+            str(services.VENV_BIN / "celery"),
+            "-A",
+            RAW_APP,
+            "worker",
+            "-Q",
+            "raw",
+            "-c",
+            "2",
+            "-n",
+            f"raw{index}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
+        process = services.Process("raw-worker", argv, env, log_dir)
+        processes.append(process)
+        services.wait_until(lambda p=process: "ready." in p.output(), timeout=60, message="raw")
+    try:
+        from bench.raw_celery_app import app, noop
+
+        app.conf.broker_url = redis_url
+        start = time.perf_counter()
+
+        def publish(count: int) -> None:
+            for _ in range(count):
+                noop.apply_async(queue="raw")
+
+        share = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(publish, share))
+        while int(counter.get("bench:done") or 0) < jobs:
+            time.sleep(0.02)
+        return time.perf_counter() - start
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    name = services.unique_name("conveyor_bench")
+    url = services.create_database(name)
+    redis_url = "redis://127.0.0.1:6379/13"
+    redis.Redis.from_url(redis_url).flushdb()
+    try:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config(str(services.ROOT / "alembic.ini"))
+        config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://")
+        command.upgrade(config, "head")
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                env="test", database_url=url, redis_url=redis_url, storage_dir=Path(tmp) / "storage"
+            )
+            engine = db.make_engine(settings.sqlalchemy_url)
+            sessions = db.make_sessionmaker(engine)
+            platform_s = platform_run(
+                settings, sessions, args.jobs, args.clients, args.workers, Path(tmp)
+            )
+            engine.dispose()
+            raw_s = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, Path(tmp))
+    finally:
+        services.drop_database(name)
+        redis.Redis.from_url(redis_url).flushdb()
+
+    platform_rate = args.jobs / platform_s
+    raw_rate = args.jobs / raw_s
+    print(f"jobs={args.jobs} clients={args.clients} workers={args.workers} (concurrency 2 each)")
+    print(
+        f"conveyor (HTTP submit -> succeeded in PostgreSQL): {platform_rate:8.0f} jobs/s "
+        f"({platform_s:.2f} s)"
+    )
+    print(
+        f"raw celery (apply_async -> task ran):              {raw_rate:8.0f} tasks/s "
+        f"({raw_s:.2f} s)"
+    )
+    print(f"ratio conveyor/raw: {platform_rate / raw_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

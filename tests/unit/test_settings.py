@@ -1,0 +1,100 @@
+"""Settings refuse unsafe production values; built directly, without the environment."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from core.cli import describe_settings_error
+from core.settings import DEV_SECRET, Settings
+
+GOOD_SECRET = "s" * 40
+
+
+@pytest.fixture(autouse=True)
+def _no_conveyor_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("CONVEYOR_"):
+            monkeypatch.delenv(name)
+
+
+def build(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+def production(**values: Any) -> Settings:
+    defaults = {"env": "production", "secret_key": GOOD_SECRET, "flower_password": "f" * 20}
+    return build(**{**defaults, **values})
+
+
+def test_development_accepts_the_defaults():
+    settings = build()
+
+    assert settings.env == "development"
+    assert settings.secret_key.get_secret_value() == DEV_SECRET
+
+
+def test_production_refuses_the_defaults_and_names_every_variable():
+    with pytest.raises(ValidationError) as caught:
+        build(env="production")
+
+    message = str(caught.value)
+    assert "CONVEYOR_SECRET_KEY" in message
+    assert "CONVEYOR_FLOWER_PASSWORD" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"secret_key": DEV_SECRET}, "CONVEYOR_SECRET_KEY"),
+        ({"secret_key": "short"}, "CONVEYOR_SECRET_KEY"),
+        ({"flower_password": "conveyor"}, "CONVEYOR_FLOWER_PASSWORD"),
+        ({"debug": True}, "CONVEYOR_DEBUG"),
+    ],
+)
+def test_production_refuses_each_unsafe_value(values, variable):
+    with pytest.raises(ValidationError, match=variable):
+        production(**values)
+
+
+def test_production_accepts_safe_values():
+    settings = production()
+
+    assert settings.env == "production"
+
+
+def test_refusal_reads_cleanly_on_the_command_line():
+    with pytest.raises(ValidationError) as caught:
+        build(env="production")
+
+    text = describe_settings_error(caught.value)
+
+    assert text.startswith("conveyor: refusing to start")
+    assert "CONVEYOR_SECRET_KEY must be set" in text
+    assert "input_value" not in text  # no dump of the values (secrets) pydantic received
+    assert DEV_SECRET not in text
+
+
+def test_field_errors_name_the_environment_variable():
+    with pytest.raises(ValidationError) as caught:
+        build(api_port="not-a-port")
+
+    assert "CONVEYOR_API_PORT:" in describe_settings_error(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:p@db:5432/app",
+        "postgresql://u:p@db:5432/app",
+        "postgresql+psycopg://u:p@db:5432/app",
+    ],
+)
+def test_database_urls_are_normalised_for_sqlalchemy_and_libpq(url):
+    settings = build(database_url=url)
+
+    assert settings.sqlalchemy_url == "postgresql+psycopg://u:p@db:5432/app"
+    assert settings.libpq_url == "postgresql://u:p@db:5432/app"
