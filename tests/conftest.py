@@ -93,7 +93,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def platform(settings: Settings, sessions: db.Sessions, tmp_path: Path) -> Iterator[services.Platform]:
+def platform(
+    settings: Settings, sessions: db.Sessions, tmp_path: Path
+) -> Iterator[services.Platform]:
     """Real API/worker/beat processes; start the ones the test needs."""
     log_dir = tmp_path / "logs"
     log_dir.mkdir()

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-ADMIN_URL = os.environ.get("CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 SHARED_REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -31,8 +33,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05,
-               message: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -78,9 +85,21 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
         wait_until(lambda: _pings(client), timeout=10, message="redis-server")
@@ -115,16 +134,18 @@ class Process:
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process and all its children (a prefork worker's pool too)."""
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is None:
@@ -150,15 +171,18 @@ class Platform:
         self.processes: list[Process] = []
         self.api_url: str | None = None
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Process:
+    def _spawn(
+        self, name: str, argv: list[str], extra_env: dict[str, str] | None = None
+    ) -> Process:
         process = Process(name, argv, {**self.env, **(extra_env or {})}, self.log_dir)
         self.processes.append(process)
         return process
 
     def start_api(self, extra_env: dict[str, str] | None = None) -> Process:
         port = free_port()
-        process = self._spawn("api", [str(VENV_BIN / "conveyor"), "api", "--port", str(port)],
-                              extra_env)
+        process = self._spawn(
+            "api", [str(VENV_BIN / "conveyor"), "api", "--port", str(port)], extra_env
+        )
         self.api_url = f"http://127.0.0.1:{port}"
         url = self.api_url
 
@@ -173,13 +197,25 @@ class Platform:
         wait_until(live, timeout=30, message="api /health/live")
         return process
 
-    def start_worker(self, queues: str = "default,imports", concurrency: int = 1,
-                     extra_env: dict[str, str] | None = None) -> Process:
+    def start_worker(
+        self,
+        queues: str = "default,imports",
+        concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> Process:
         name = f"w{uuid.uuid4().hex[:6]}@%h"
         process = self._spawn(
             "worker",
-            [str(VENV_BIN / "conveyor"), "worker", "--queues", queues,
-             "--concurrency", str(concurrency), "--hostname", name],
+            [
+                str(VENV_BIN / "conveyor"),
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                name,
+            ],
             extra_env,
         )
         wait_until(lambda: _worker_ready(process), timeout=60, message="worker ready")

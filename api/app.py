@@ -1,0 +1,82 @@
+"""The FastAPI app factory: ``uvicorn --factory api.app:create_app``.
+
+Nothing is built at import. ``create_app`` wires routes, middleware and error handlers; the
+lifespan builds the process's engine, breaker, publisher and Redis client on ``app.state``
+(none of them connects eagerly, so the API starts even while Redis or PostgreSQL is down),
+runs the outbox relay loop, and tears everything down on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from api import error_handlers
+from api.middleware import RequestContextMiddleware
+from api.relay_loop import RelayLoop
+from api.routes import api_keys, health, jobs
+from core import db
+from core.circuit_breaker import RedisBreaker
+from core.logging import configure_logging
+from core.publisher import JobPublisher
+from core.redis_client import make_redis
+from core.settings import Settings, get_settings
+
+
+def _version() -> str:
+    try:
+        return version("conveyor")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = db.make_engine(
+        settings.sqlalchemy_url, connect_timeout=settings.database_connect_timeout
+    )
+    sessions = db.make_sessionmaker(engine)
+    breaker = RedisBreaker.from_settings(settings)
+    publisher = JobPublisher.from_settings(settings, breaker)
+    redis_client = make_redis(settings)
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.breaker = breaker
+    app.state.publisher = publisher
+    app.state.redis = redis_client
+    relay = RelayLoop(
+        sessions=sessions,
+        job_publisher=publisher,
+        breaker=breaker,
+        interval=settings.relay_interval,
+        open_backoff=settings.breaker_reset_timeout,
+    )
+    relay.start()
+    try:
+        yield
+    finally:
+        await relay.stop()
+        publisher.close()
+        redis_client.close()
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="Conveyor",
+        version=_version(),
+        summary="Background jobs on Celery + Redis, with PostgreSQL as the source of truth.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    error_handlers.install(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (health.router, jobs.router, api_keys.router):
+        app.include_router(router)
+    return app

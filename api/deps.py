@@ -1,0 +1,122 @@
+"""The API's dependency vocabulary: route signatures read ``sessions: Sessions,
+principal: CurrentPrincipal``.
+
+Accessors of ``app.state`` are ``async def`` because they do no I/O (a sync dependency would
+cost a threadpool hop). ``CurrentPrincipal`` is sync: it queries the database with core's sync
+SQLAlchemy, so FastAPI runs it in the threadpool like the endpoints themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import redis
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from core import api_keys, db
+from core.api_keys import Principal, Role
+from core.circuit_breaker import RedisBreaker
+from core.errors import Forbidden, NotFound, Unauthenticated
+from core.publisher import JobPublisher
+from core.settings import Settings
+
+# auto_error=False: a missing or malformed header must become our own 401 problem, not
+# FastAPI's; declaring the scheme still gives /docs its "Authorize" button.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
+async def _sessions(request: Request) -> db.Sessions:
+    sessions: db.Sessions = request.app.state.sessions
+    return sessions
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _publisher(request: Request) -> JobPublisher:
+    publisher: JobPublisher = request.app.state.publisher
+    return publisher
+
+
+async def _redis(request: Request) -> redis.Redis:
+    client: redis.Redis = request.app.state.redis
+    return client
+
+
+async def _breaker(request: Request) -> RedisBreaker:
+    breaker: RedisBreaker = request.app.state.breaker
+    return breaker
+
+
+async def _request_id(request: Request) -> str | None:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    return request_id
+
+
+Sessions = Annotated[db.Sessions, Depends(_sessions)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+Publisher = Annotated[JobPublisher, Depends(_publisher)]
+RedisClient = Annotated[redis.Redis, Depends(_redis)]
+Breaker = Annotated[RedisBreaker, Depends(_breaker)]
+RequestId = Annotated[str | None, Depends(_request_id)]
+
+
+def _current_principal(
+    sessions: Sessions,
+    settings: AppSettings,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthenticated()
+    with db.transaction(sessions) as session:
+        principal = api_keys.authenticate(
+            session,
+            key=credentials.credentials,
+            pepper=settings.secret_key.get_secret_value(),
+        )
+    if principal is None:
+        raise Unauthenticated("Unknown or revoked API key.")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
+
+
+def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency that lets through principals whose role is at least ``role``."""
+
+    async def _require(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.allows(role):
+            raise Forbidden(f"This action requires the {role.value} role.")
+        return principal
+
+    return _require
+
+
+OperatorPrincipal = Annotated[Principal, Depends(require_role(Role.operator))]
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
+
+
+def _path_uuid(raw: str, *, name: str, what: str) -> uuid.UUID:
+    """A malformed id names no resource, so it answers 404 like an unknown one (not 422)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError as error:
+        raise NotFound(f"{what} not found.", where={"path": name}) from error
+
+
+async def _job_id(job_id: Annotated[str, Path(description="The job's id (a UUID).")]) -> uuid.UUID:
+    return _path_uuid(job_id, name="job_id", what="Job")
+
+
+async def _key_id(key_id: Annotated[str, Path(description="The key's id (a UUID).")]) -> uuid.UUID:
+    return _path_uuid(key_id, name="key_id", what="API key")
+
+
+JobId = Annotated[uuid.UUID, Depends(_job_id)]
+KeyId = Annotated[uuid.UUID, Depends(_key_id)]

@@ -1,0 +1,177 @@
+"""/v1/jobs: submit, read, list, cancel, retry, events.
+
+Every write commits in ``db.transaction`` *before* anything is published: the job row is the
+outbox, so a crash or a dead Redis between commit and publish loses nothing (the relay
+publishes it later).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import (
+    AppSettings,
+    CurrentPrincipal,
+    JobId,
+    Publisher,
+    RequestId,
+    Sessions,
+)
+from api.schemas.jobs import JobEventOut, JobEventPage, JobOut, JobPage, JobSubmission
+from api.schemas.problems import problem_responses
+from core import db, job_store
+from core import publisher as job_publisher
+from core.job_states import JobStatus
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
+
+
+def _location(job_id: uuid.UUID) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def _dispatch(
+    sessions: db.Sessions,
+    publisher: job_publisher.JobPublisher,
+    *,
+    kind: str,
+    job_id: uuid.UUID,
+    request_id: str | None,
+) -> None:
+    """Publish a committed job now. Any failure leaves it to the relay, never to the client:
+    the job is already safely stored and the response must say so."""
+    try:
+        job_publisher.dispatch_now(
+            sessions, publisher, kind=kind, job_id=job_id, request_id=request_id
+        )
+    except Exception as error:
+        log.warning("job.dispatch_deferred", job_id=str(job_id), error=repr(error)[:300])
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a job",
+    responses={
+        200: {"model": JobOut, "description": "Replay: this Idempotency-Key's earlier job."},
+        **problem_responses(409),
+    },
+)
+def submit_job(
+    submission: JobSubmission,
+    response: Response,
+    sessions: Sessions,
+    settings: AppSettings,
+    publisher: Publisher,
+    principal: CurrentPrincipal,
+    request_id: RequestId,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key + same body returns the same job; a different body is a 409.",
+        ),
+    ] = None,
+) -> JobOut:
+    params = submission.validated_params()
+    with db.transaction(sessions) as session:
+        submitted = job_store.submit_job(
+            session,
+            kind=submission.kind,
+            params=params,
+            principal_id=principal.id,
+            max_attempts=settings.max_attempts,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+        job = JobOut.from_job(submitted.job)
+    if submitted.created:
+        _dispatch(sessions, publisher, kind=job.kind, job_id=job.id, request_id=request_id)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = _location(job.id)
+    return job
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    sessions: Sessions,
+    principal: CurrentPrincipal,
+    status: JobStatus | None = None,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    with db.transaction(sessions) as session:
+        jobs, next_cursor = job_store.list_jobs(
+            session, principal=principal, status=status, kind=kind, limit=limit, cursor=cursor
+        )
+        return JobPage(items=[JobOut.from_job(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", summary="Get a job", responses=problem_responses(404))
+def get_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -> JobOut:
+    with db.transaction(sessions) as session:
+        return JobOut.from_job(job_store.get_job(session, job_id=job_id, principal=principal))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    summary="Cancel a job",
+    description="A queued job is cancelled at once; a running one stops between units.",
+    responses=problem_responses(404, 409),
+)
+def cancel_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -> JobOut:
+    with db.transaction(sessions) as session:
+        job = job_store.request_cancel(session, job_id=job_id, principal=principal)
+        return JobOut.from_job(job)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    summary="Retry a failed or cancelled job",
+    responses=problem_responses(404, 409),
+)
+def retry_job(
+    job_id: JobId,
+    sessions: Sessions,
+    settings: AppSettings,
+    publisher: Publisher,
+    principal: CurrentPrincipal,
+    request_id: RequestId,
+) -> JobOut:
+    with db.transaction(sessions) as session:
+        job = JobOut.from_job(
+            job_store.retry_job(
+                session,
+                job_id=job_id,
+                principal=principal,
+                attempts_budget=settings.max_attempts,
+            )
+        )
+    _dispatch(sessions, publisher, kind=job.kind, job_id=job.id, request_id=request_id)
+    return job
+
+
+@router.get("/{job_id}/events", summary="A job's event log", responses=problem_responses(404))
+def list_job_events(
+    job_id: JobId,
+    sessions: Sessions,
+    principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> JobEventPage:
+    with db.transaction(sessions) as session:
+        job_store.get_job(session, job_id=job_id, principal=principal)  # visibility check
+        events = job_store.list_events(session, job_id=job_id, after_id=after, limit=limit)
+        return JobEventPage(items=[JobEventOut.from_event(event) for event in events])

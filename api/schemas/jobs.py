@@ -1,0 +1,149 @@
+"""Shapes of /v1/jobs: submissions with per-kind params, and the job as clients see it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.job_states import JobStatus
+from core.models import Job, JobEvent
+
+
+class NoopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fail_attempts: int = Field(
+        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
+    )
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(gt=0, le=3600, description="Total time to sleep.")
+    steps: int = Field(
+        default=1, ge=1, le=10_000, description="Units of work; progress is saved after each."
+    )
+    fail_attempts: int = Field(
+        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
+    )
+
+
+# The kinds of core.task_names.GENERIC_KINDS, each with the model of its params.
+JobKind = Literal["noop", "sleep"]
+PARAMS_MODELS: dict[str, type[BaseModel]] = {"noop": NoopParams, "sleep": SleepParams}
+
+
+class JobSubmission(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "sleep", "params": {"seconds": 5, "steps": 5}}]},
+    )
+
+    kind: JobKind
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per kind: noop → NoopParams, sleep → SleepParams.",
+    )
+
+    def validated_params(self) -> dict[str, Any]:
+        """The params checked against the kind's model, defaults filled in.
+
+        Validated here rather than with a discriminated union so that error locations read
+        ``body.params.seconds`` (a union would insert the tag: ``body.sleep.params.seconds``).
+        """
+        try:
+            params = PARAMS_MODELS[self.kind].model_validate(self.params)
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**item, "loc": ("body", "params", *item["loc"])} for item in error.errors()]
+            ) from error
+        return params.model_dump()
+
+
+class JobProgress(BaseModel):
+    total: int | None
+    done: int
+    failed: int
+    percent: float
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    status: JobStatus
+    progress: JobProgress
+    attempt: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    result: dict[str, Any] | None
+    params: dict[str, Any]
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobOut:
+        status = JobStatus(job.status)
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=status,
+            progress=JobProgress(
+                total=job.progress_total,
+                done=job.progress_done,
+                failed=job.progress_failed,
+                percent=_percent(status, done=job.progress_done, total=job.progress_total),
+            ),
+            attempt=job.attempt,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=(
+                JobError(code=job.error_code, message=job.error_message or "")
+                if job.error_code
+                else None
+            ),
+            result=job.result,
+            params=job.params,
+        )
+
+
+def _percent(status: JobStatus, *, done: int, total: int | None) -> float:
+    """Share of units done; without a known total only success means 100."""
+    if total:
+        return min(100.0, round(100 * done / total, 1))
+    return 100.0 if status is JobStatus.succeeded else 0.0
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
+
+
+class JobEventOut(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    attempt: int
+    data: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: JobEvent) -> JobEventOut:
+        return cls(
+            id=event.id, at=event.at, type=event.type, attempt=event.attempt, data=event.data
+        )
+
+
+class JobEventPage(BaseModel):
+    items: list[JobEventOut]
