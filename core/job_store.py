@@ -163,6 +163,7 @@ def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
     if job_ids:
         session.execute(
             sa.update(Job)
+            .execution_options(synchronize_session=False)
             .where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
             .values(dispatched_at=_now())
         )
@@ -193,6 +194,7 @@ def claim_job(
     )
     job = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, claimable, ~Job.cancel_requested, Job.attempt < Job.max_attempts)
         .values(
             status=JobStatus.running.value,
@@ -219,6 +221,7 @@ def _settle_unclaimable(
     of attempts."""
     cancelled = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, claimable, Job.cancel_requested)
         .values(
             status=JobStatus.cancelled.value,
@@ -234,6 +237,7 @@ def _settle_unclaimable(
         return
     exhausted = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, claimable, Job.attempt >= Job.max_attempts)
         .values(_exhausted_values())
         .returning(Job.attempt)
@@ -302,7 +306,11 @@ def save_progress(
     if checkpoint is not None:
         values["checkpoint"] = checkpoint
     cancel = session.scalar(
-        sa.update(Job).where(*_fenced(lease)).values(values).returning(Job.cancel_requested)
+        sa.update(Job)
+        .execution_options(synchronize_session=False)
+        .where(*_fenced(lease))
+        .values(values)
+        .returning(Job.cancel_requested)
     )
     if cancel is None:
         raise LeaseLost()
@@ -322,6 +330,7 @@ def finish_job(
         raise ValueError(f"{status} is not terminal")
     finished = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(*_fenced(lease))
         .values(
             status=status.value,
@@ -348,6 +357,7 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal 
         raise InvalidTransition(f"Job {job_id} is already {job.status}.")
     updated: Job | None = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, Job.status == JobStatus.queued.value)
         .values(
             status=JobStatus.cancelled.value,
@@ -362,6 +372,7 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal 
         return updated
     flagged: Job | None = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, Job.status == JobStatus.running.value)
         .values(cancel_requested=True, updated_at=_now())
         .returning(Job)
@@ -379,6 +390,7 @@ def retry_job(
     get_job(session, job_id=job_id, principal=principal)
     job: Job | None = session.scalar(
         sa.update(Job)
+        .execution_options(synchronize_session=False)
         .where(Job.id == job_id, Job.status.in_([s.value for s in RETRYABLE]))
         .values(
             status=JobStatus.queued.value,
@@ -416,6 +428,7 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
     exhausted = list(
         session.execute(
             sa.update(Job)
+            .execution_options(synchronize_session=False)
             .where(Job.id.in_(expired), Job.attempt >= Job.max_attempts)
             .values(_exhausted_values())
             .returning(Job.id, Job.attempt)
@@ -433,6 +446,7 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
     requeued = list(
         session.scalars(
             sa.update(Job)
+            .execution_options(synchronize_session=False)
             .where(Job.id.in_(expired))
             .values(
                 status=JobStatus.queued.value,

@@ -34,8 +34,9 @@ def _report(progress: Progress) -> Callable[[Session], Progress]:
 
 
 def run_noop(ctx: JobContext) -> dict[str, Any]:
+    # No unit: the whole job is the final status write, the cheapest path through the platform
+    # (what the throughput benchmark measures).
     _fail_if_asked(ctx, NoopParams.model_validate(ctx.params))
-    ctx.commit_unit(_report(Progress(done=1, total=1)))
     return {"ok": True}
 
 
