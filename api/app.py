@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from api import error_handlers
 from api.middleware import RequestContextMiddleware
 from api.relay_loop import RelayLoop
-from api.routes import api_keys, health, jobs
+from api.routes import api_keys, health, imports, jobs, metrics
 from core import db
 from core.circuit_breaker import RedisBreaker
 from core.logging import configure_logging
+from core.metrics import build_registry
 from core.publisher import JobPublisher
 from core.redis_client import make_redis
 from core.settings import Settings, get_settings
@@ -48,9 +49,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.breaker = breaker
     app.state.publisher = publisher
     app.state.redis = redis_client
+    app.state.metrics = build_registry(sessions, breaker, redis_client)
     relay = RelayLoop(
         sessions=sessions,
         job_publisher=publisher,
+        redis_client=redis_client,
         breaker=breaker,
         interval=settings.relay_interval,
         open_backoff=settings.breaker_reset_timeout,
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     error_handlers.install(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, jobs.router, api_keys.router):
+    for router in (health.router, metrics.router, jobs.router, api_keys.router):
         app.include_router(router)
+    app.include_router(imports.router)
     return app

@@ -1,5 +1,6 @@
 """The API process's outbox relay: publishes jobs whose publish after commit failed (Redis
-down, breaker open) as soon as Redis is back, without waiting for Celery beat.
+down, breaker open) as soon as Redis is back, without waiting for Celery beat, and notices a
+Redis that came back empty (core.broker_epoch).
 
 Several API processes and beat may relay at once; ``relay_undispatched`` locks rows SKIP
 LOCKED, so they split the work instead of publishing the same jobs together.
@@ -13,6 +14,7 @@ import functools
 
 import anyio.to_thread
 import pybreaker
+import redis
 import structlog
 
 from core import db, publisher
@@ -28,12 +30,14 @@ class RelayLoop:
         *,
         sessions: db.Sessions,
         job_publisher: publisher.JobPublisher,
+        redis_client: redis.Redis,
         breaker: RedisBreaker,
         interval: float,
         open_backoff: float,
     ) -> None:
         self.sessions = sessions
         self.publisher = job_publisher
+        self.redis = redis_client
         self.breaker = breaker
         self.interval = interval
         # While the breaker is open every publish is refused anyway; a pass would only lock
@@ -71,7 +75,13 @@ class RelayLoop:
     async def run_once(self) -> None:
         """One relay pass in a worker thread (core is sync). Errors are logged, never raised:
         the loop must outlive a database or Redis outage."""
-        relay = functools.partial(publisher.relay_undispatched, self.sessions, self.publisher)
+        relay = functools.partial(
+            publisher.relay_pass,
+            self.sessions,
+            self.publisher,
+            self.redis,
+            min_age=publisher.REQUEST_PUBLISH_GRACE,
+        )
         try:
             await anyio.to_thread.run_sync(relay)
         except ConveyorError as error:  # DatabaseUnavailable, mostly

@@ -1,12 +1,14 @@
 """The one circuit breaker around Redis calls the platform makes itself (publish, queue
-depth, locks). Open -> calls fail in under a millisecond instead of waiting on timeouts."""
+depth, broker epoch, health pings). Open -> calls fail in under a millisecond instead of
+waiting on timeouts."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import pybreaker
 import structlog
@@ -14,6 +16,10 @@ import structlog
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+STATES = (pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN)
 
 
 @dataclass
@@ -30,35 +36,40 @@ class CountingListener(pybreaker.CircuitBreakerListener):
     """Logs every state change and keeps the counters shown at /health/circuit-breaker."""
 
     def __init__(self) -> None:
-        self.counters = BreakerCounters()
+        self._counters = BreakerCounters()
         self._lock = threading.Lock()
+
+    @property
+    def counters(self) -> BreakerCounters:
+        """A consistent copy."""
+        with self._lock:
+            return BreakerCounters(**asdict(self._counters))
 
     def success(self, cb: pybreaker.CircuitBreaker) -> None:
         with self._lock:
-            self.counters.successes += 1
+            self._counters.successes += 1
 
     def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
         with self._lock:
-            self.counters.failures += 1
-            self.counters.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self._counters.failures += 1
+            self._counters.last_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
+        old_name = getattr(old, "name", None)
+        if old_name == new.name:
+            # Concurrent failures may each re-open an open breaker: not a change.
+            return
         with self._lock:
-            self.counters.state_changes += 1
+            self._counters.state_changes += 1
             if new.name == pybreaker.STATE_OPEN:
-                self.counters.opened_at = time.time()
+                self._counters.opened_at = time.time()
             elif new.name == pybreaker.STATE_CLOSED:
-                self.counters.opened_at = None
-        log.warning(
-            "circuit_breaker.state_change",
-            breaker=cb.name,
-            old=getattr(old, "name", None),
-            new=new.name,
-        )
+                self._counters.opened_at = None
+        log.warning("circuit_breaker.state_change", breaker=cb.name, old=old_name, new=new.name)
 
     def rejected(self) -> None:
         with self._lock:
-            self.counters.rejections += 1
+            self._counters.rejections += 1
 
 
 class RedisBreaker:
@@ -74,13 +85,25 @@ class RedisBreaker:
     def from_settings(cls, settings: Settings) -> RedisBreaker:
         return cls(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_timeout)
 
-    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` through the breaker; raises pybreaker.CircuitBreakerError when open."""
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` through the breaker; raises pybreaker.CircuitBreakerError when open.
+
+        ``CircuitBreaker.call`` holds the breaker's lock for the whole wrapped call, so one
+        hung Redis call (a socket timeout) would queue every other thread's Redis call behind
+        it. ``calling()`` decides admission and records the outcome under that lock but runs
+        the body outside it (tests/unit/test_circuit_breaker.py pins this), so concurrent
+        calls fail in parallel and the breaker opens after ``fail_max`` of them.
+        """
+        admitted = False
         try:
-            return self.breaker.call(fn, *args, **kwargs)
+            with self.breaker.calling():
+                admitted = True
+                result = fn(*args, **kwargs)
         except pybreaker.CircuitBreakerError:
-            self.listener.rejected()
+            if not admitted:  # refused without touching Redis; a tripping call is a failure
+                self.listener.rejected()
             raise
+        return result
 
     @property
     def state(self) -> str:

@@ -22,7 +22,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
-from core import api_keys, db, db_admin
+from core import api_keys, db, db_admin, import_command
 from core.errors import ConveyorError
 from core.launch import (
     POOLS,
@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_process_commands(sub)
     _add_admin_commands(sub)
+    import_command.add_parser(sub)
     return parser
 
 

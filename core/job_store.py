@@ -147,11 +147,18 @@ def list_jobs(
     return jobs[:limit], next_cursor
 
 
-def lock_undispatched(session: Session, *, limit: int) -> list[Job]:
-    """Queued jobs never published; SKIP LOCKED so concurrent relays split the work."""
+def lock_undispatched(session: Session, *, limit: int, min_age: float = 0.0) -> list[Job]:
+    """Queued jobs never published; SKIP LOCKED so concurrent relays split the work.
+
+    ``min_age`` leaves alone jobs queued in the last few seconds, which the request that made
+    them is still publishing, so the relay does not publish them a second time."""
     query = (
         sa.select(Job)
-        .where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_(None))
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.dispatched_at.is_(None),
+            Job.updated_at <= _in(-min_age),
+        )
         .order_by(Job.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -167,6 +174,26 @@ def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
             .where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
             .values(dispatched_at=_now())
         )
+
+
+def undispatch_queued(session: Session) -> int:
+    """Put every published-but-unclaimed job back in the outbox: their messages were on a
+    Redis that lost its data (restart without persistence, flush). Running jobs keep their
+    lease; if their worker is gone too, the reaper handles them. Returns how many."""
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_not(None))
+        .values(dispatched_at=None, updated_at=_now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """How many jobs are in each status (every status present, zero or not)."""
+    rows = session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status))
+    counts = dict.fromkeys((status.value for status in JobStatus), 0)
+    counts.update({status: int(count) for status, count in rows})
+    return counts
 
 
 def outbox_stats(session: Session) -> tuple[int, float | None]:
@@ -357,7 +384,8 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal 
         raise InvalidTransition(f"Job {job_id} is already {job.status}.")
     updated: Job | None = session.scalar(
         sa.update(Job)
-        .execution_options(synchronize_session=False)
+        # The job is already in the session (get_job): refresh it from RETURNING.
+        .execution_options(synchronize_session=False, populate_existing=True)
         .where(Job.id == job_id, Job.status == JobStatus.queued.value)
         .values(
             status=JobStatus.cancelled.value,
@@ -372,7 +400,8 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal 
         return updated
     flagged: Job | None = session.scalar(
         sa.update(Job)
-        .execution_options(synchronize_session=False)
+        # The job is already in the session (get_job): refresh it from RETURNING.
+        .execution_options(synchronize_session=False, populate_existing=True)
         .where(Job.id == job_id, Job.status == JobStatus.running.value)
         .values(cancel_requested=True, updated_at=_now())
         .returning(Job)
@@ -390,7 +419,8 @@ def retry_job(
     get_job(session, job_id=job_id, principal=principal)
     job: Job | None = session.scalar(
         sa.update(Job)
-        .execution_options(synchronize_session=False)
+        # get_job may have left the job in the session: refresh it from RETURNING.
+        .execution_options(synchronize_session=False, populate_existing=True)
         .where(Job.id == job_id, Job.status.in_([s.value for s in RETRYABLE]))
         .values(
             status=JobStatus.queued.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,3 +103,45 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(sa.Text)
     attempt: Mapped[int] = mapped_column(default=0)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class ImportRowError(Base):
+    """One problem with one row of an import; a row with several bad cells has several.
+
+    ``raw`` (the row's original fields) is stored on the row's first error only, which is
+    enough to rebuild the rejected rows as CSV without repeating them per error.
+    """
+
+    __tablename__ = "import_errors"
+    __table_args__ = (sa.Index("ix_import_errors_job_row", "job_id", "row", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    row: Mapped[int] = mapped_column(sa.BigInteger)
+    column: Mapped[str | None] = mapped_column(sa.Text)
+    code: Mapped[str] = mapped_column(sa.Text)
+    message: Mapped[str] = mapped_column(sa.Text)
+    value: Mapped[str | None] = mapped_column(sa.Text)
+    raw: Mapped[list[str] | None] = mapped_column(JSONB)
+
+
+class Product(Base):
+    """Target of the built-in ``products`` importer (see core/importers/products.py)."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        sa.CheckConstraint("price >= 0", name="price_not_negative"),
+        sa.CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+    )
+
+    sku: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    price: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
+    quantity: Mapped[int | None] = mapped_column(sa.Integer)
+    category: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Set whenever an import writes the row (not when an identical row is re-imported).
+    imported_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )

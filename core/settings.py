@@ -39,6 +39,11 @@ class Settings(BaseSettings):
 
     storage_dir: Path = Path("var/storage")
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
+    # Rows per import unit: each batch commits its rows, rejected rows, counters and
+    # checkpoint in one transaction, so this bounds both memory and work redone after a crash.
+    import_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Longest single CSV field accepted by the parser (Python's csv default is 128 KiB).
+    import_max_field_chars: int = Field(default=16 << 20, ge=1024)
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
@@ -46,12 +51,26 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     reaper_interval: float = Field(default=10.0, gt=0)
+    # A crashed worker's job is running again within this many seconds: its lease runs out
+    # (at most lease_seconds after its last progress write), then the next reaper pass puts
+    # it back and publishes it. Redis' own visibility timeout (1 h) never comes into play.
+    reaper_bound_seconds: float = Field(default=60.0, gt=0)
     relay_interval: float = Field(default=2.0, gt=0)
 
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_timeout: float = Field(default=30.0, gt=0)
 
     worker_concurrency: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _reaper_within_bound(self) -> Settings:
+        if self.lease_seconds + self.reaper_interval > self.reaper_bound_seconds:
+            raise ValueError(
+                f"CONVEYOR_LEASE_SECONDS ({self.lease_seconds}) + CONVEYOR_REAPER_INTERVAL "
+                f"({self.reaper_interval}) must not exceed CONVEYOR_REAPER_BOUND_SECONDS "
+                f"({self.reaper_bound_seconds}): a crashed worker's job would wait longer"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery, signals
 from celery.schedules import schedule
@@ -15,9 +16,11 @@ from core.celery_config import celery_config
 from core.circuit_breaker import RedisBreaker
 from core.logging import clear_context, configure_logging
 from core.publisher import JobPublisher
+from core.redis_client import make_redis
 from core.settings import Settings, get_settings
 from core.task_names import REAPER_TASK, RELAY_TASK, route_for
 from jobs import diagnostics, periodic
+from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
 
 log = structlog.get_logger(__name__)
@@ -25,6 +28,7 @@ log = structlog.get_logger(__name__)
 JOB_BODIES: dict[str, JobBody] = {
     "noop": diagnostics.run_noop,
     "sleep": diagnostics.run_sleep,
+    "import": run_import,
 }
 
 
@@ -50,11 +54,19 @@ class Runtime:
     def publisher(self) -> JobPublisher:
         return JobPublisher.from_settings(self.settings, RedisBreaker.from_settings(self.settings))
 
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """For the relay's broker-epoch check; its calls go through the publisher's breaker."""
+        return make_redis(self.settings)
+
 
 class ConveyorCelery(Celery):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         super().__init__("conveyor", set_as_current=True)
         self.conf.update(celery_config(settings))
+        # Survive losing Redis and reconnect within a second after it is back.
+        self.conf.broker_transport = "jobs.broker_transport:Transport"
+        self.conf.worker_consumer = "jobs.worker_consumer:QuickReconnectConsumer"
         self.conf.conveyor_settings = settings
         self._runtime: Runtime | None = None
 
@@ -80,7 +92,8 @@ def _register_job_task(app: ConveyorCelery, kind: str, body: JobBody) -> None:
 def _register_periodic(app: ConveyorCelery, settings: Settings) -> None:
     @app.task(name=RELAY_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
     def relay_outbox() -> dict[str, Any]:
-        return periodic.relay_outbox(app.runtime.sessions, app.runtime.publisher)
+        runtime = app.runtime
+        return periodic.relay_outbox(runtime.sessions, runtime.publisher, runtime.redis)
 
     @app.task(name=REAPER_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
     def reap_leases() -> dict[str, Any]:

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.orm import Session
@@ -17,6 +17,29 @@ from core.errors import DatabaseUnavailable, JobCancelled
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+DB_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1, 2, 5)
+
+
+def with_database_retry(
+    attempt: Callable[[], T], *, window: float, delays: tuple[float, ...] = DB_RETRY_DELAYS
+) -> T:
+    """Run ``attempt``; while the database is unavailable, wait and run it again, for up to
+    ``window`` seconds of waiting in all. Then DatabaseUnavailable propagates."""
+    waited = 0.0
+    pauses = iter(delays)
+    while True:
+        try:
+            return attempt()
+        except DatabaseUnavailable:
+            delay = next(pauses, delays[-1])
+            if waited + delay > window:
+                raise
+            log.warning("worker.database_unavailable", retry_in=delay)
+            time.sleep(delay)
+            waited += delay
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,7 @@ class JobContext:
     settings: Settings
     # The result so far; reported if the job is cancelled or fails part-way.
     result: dict[str, Any] | None = None
-    _db_retry_delays: tuple[float, ...] = field(default=(0.2, 0.5, 1, 2, 5), repr=False)
+    _db_retry_delays: tuple[float, ...] = field(default=DB_RETRY_DELAYS, repr=False)
 
     def commit_unit(self, work: Callable[[Session], Progress]) -> None:
         """Run ``work`` and record its progress in one transaction, renewing the lease.
@@ -51,7 +74,7 @@ class JobContext:
         after the retry window the error propagates and the lease reaper takes over.
         Raises JobCancelled after the commit when a cancel was requested.
         """
-        cancel = self._with_database_retry(lambda: self._commit_once(work))
+        cancel = self.retry_database(lambda: self._commit_once(work))
         if cancel:
             raise JobCancelled()
 
@@ -68,16 +91,9 @@ class JobContext:
                 checkpoint=progress.checkpoint,
             )
 
-    def _with_database_retry(self, attempt: Callable[[], bool]) -> bool:
-        waited = 0.0
-        delays = iter(self._db_retry_delays)
-        while True:
-            try:
-                return attempt()
-            except DatabaseUnavailable:
-                delay = next(delays, self._db_retry_delays[-1])
-                if waited + delay > self.settings.lease_seconds * 4:
-                    raise
-                log.warning("unit.database_unavailable", retry_in=delay)
-                time.sleep(delay)
-                waited += delay
+    def retry_database(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` again while the database is unavailable, for up to four leases;
+        past that the lease has long expired and the reaper owns the job."""
+        return with_database_retry(
+            attempt, window=self.settings.lease_seconds * 4, delays=self._db_retry_delays
+        )

@@ -13,13 +13,14 @@ from typing import Any
 
 import structlog
 from celery import Task
+from celery.exceptions import Reject
 
 from core import db, job_store
 from core.errors import ConveyorError, DatabaseUnavailable, JobCancelled, JobFailed, LeaseLost
 from core.job_states import JobStatus
 from core.logging import bind_job_context
 from core.settings import Settings
-from jobs.job_context import JobContext
+from jobs.job_context import JobContext, with_database_retry
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +33,16 @@ class JobTask(Task):  # type: ignore[misc]
     def run_job(self, job_id: str, body: JobBody) -> None:
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.conf.conveyor_settings
-        ctx = self._claim(uuid.UUID(job_id), sessions, settings)
+        try:
+            ctx = with_database_retry(
+                lambda: self._claim(uuid.UUID(job_id), sessions, settings),
+                window=settings.lease_seconds * 4,
+            )
+        except DatabaseUnavailable:
+            # Acking now would lose the message while the row says "dispatched": put it
+            # back on the queue instead, for a later delivery to claim.
+            log.error("job.claim_database_unavailable", job_id=job_id)
+            raise Reject("database unavailable at claim", requeue=True) from None
         if ctx is None:
             return
         log.info("job.started", kind=ctx.kind)
@@ -40,7 +50,8 @@ class JobTask(Task):  # type: ignore[misc]
         if outcome is None:
             return
         status, result, code, message = outcome
-        try:
+
+        def finish() -> None:
             with db.transaction(sessions) as session:
                 job_store.finish_job(
                     session,
@@ -50,6 +61,10 @@ class JobTask(Task):  # type: ignore[misc]
                     error_code=code,
                     error_message=message,
                 )
+
+        try:
+            # Past the retry window DatabaseUnavailable propagates; the reaper takes over.
+            ctx.retry_database(finish)
         except LeaseLost:
             log.warning("job.lease_lost_at_finish")
             return

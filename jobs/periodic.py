@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import structlog
 
 from core import db, job_store
-from core.publisher import JobPublisher, relay_undispatched
+from core.publisher import REQUEST_PUBLISH_GRACE, JobPublisher, relay_pass, relay_undispatched
 
 log = structlog.get_logger(__name__)
 
 
-def relay_outbox(sessions: db.Sessions, publisher: JobPublisher) -> dict[str, Any]:
-    return relay_undispatched(sessions, publisher)
+def relay_outbox(
+    sessions: db.Sessions, publisher: JobPublisher, redis_client: redis.Redis
+) -> dict[str, Any]:
+    return relay_pass(sessions, publisher, redis_client, min_age=REQUEST_PUBLISH_GRACE)
 
 
 def reap_leases(sessions: db.Sessions, publisher: JobPublisher) -> dict[str, Any]:

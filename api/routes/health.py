@@ -23,8 +23,15 @@ from api.schemas.health import (
 )
 from core import health
 from core.errors import DatabaseUnavailable
+from core.queue_depth import queue_depths
+from core.task_names import QUEUES
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+REDIS_DOWN = (
+    "Redis is unreachable (or the circuit breaker is open): jobs are accepted and wait in "
+    "the outbox; the relay publishes them when Redis is back. Status reads are unaffected."
+)
 
 
 @router.get("/live", summary="Liveness")
@@ -55,8 +62,20 @@ def ready(sessions: Sessions, redis_client: RedisClient, breaker: Breaker) -> Re
         outbox = Outbox.model_validate(health.outbox_status(sessions))
     except DatabaseUnavailable:  # went down between the two queries
         return _not_ready(checks)
-    status = "ready" if checks.redis.status == "up" else "degraded"
-    return Ready(status=status, checks=checks, outbox=outbox)
+    if checks.redis.status == "up":
+        return Ready(
+            status="ready",
+            checks=checks,
+            outbox=outbox,
+            queues=queue_depths(redis_client, breaker),
+        )
+    return Ready(
+        status="degraded",
+        detail=REDIS_DOWN,
+        checks=checks,
+        outbox=outbox,
+        queues=dict.fromkeys(QUEUES),
+    )
 
 
 @router.get("/redis", summary="Redis reachability and breaker state")

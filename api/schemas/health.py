@@ -40,8 +40,12 @@ class Ready(BaseModel):
     status: Literal["ready", "degraded"] = Field(
         description="degraded: Redis is down; jobs are accepted and wait in the outbox."
     )
+    detail: str | None = Field(default=None, description="What is degraded, when it is.")
     checks: Checks
     outbox: Outbox
+    queues: dict[str, int | None] = Field(
+        description="Messages waiting per Celery queue on Redis; null while Redis is down."
+    )
 
 
 class NotReady(BaseModel):

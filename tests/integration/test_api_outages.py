@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from core import api_keys, db
@@ -65,6 +66,8 @@ def test_redis_down_degrades_but_accepts_jobs(
     assert ready.json()["status"] == "degraded"
     assert ready.json()["checks"]["database"]["status"] == "up"
     assert ready.json()["checks"]["redis"]["status"] == "down"
+    assert "outbox" in ready.json()["detail"]
+    assert ready.json()["queues"] == {"default": None, "imports": None, "deployments": None}
 
     redis_health = client.get("/health/redis").json()
     assert redis_health["status"] == "down"
@@ -123,6 +126,50 @@ def test_breaker_opens_and_relay_publishes_after_recovery(
     finally:
         broker.close()
     assert client.get("/health/circuit-breaker").json()["state"] == "closed"
+
+
+def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_show_breaker_outbox_queues_and_jobs(
+    client: TestClient, headers: dict[str, str], private_redis: services.RedisServer
+) -> None:
+    assert client.post("/v1/jobs", json=SLEEP, headers=headers).status_code == 202
+    up = scrape(client)
+    assert up[("conveyor_redis_up", ())] == 1
+    assert up[("conveyor_queue_depth", (("queue", "default"),))] == 1
+    assert up[("conveyor_jobs", (("status", "queued"),))] == 1
+    assert up[("conveyor_jobs", (("status", "running"),))] == 0
+    assert up[("conveyor_outbox_undispatched", ())] == 0
+    assert up[("conveyor_redis_breaker_state", (("state", "closed"),))] == 1
+    assert up[("conveyor_database_up", ())] == 1
+    assert ("process_resident_memory_bytes", ()) in up
+
+    private_redis.stop()
+    assert client.post("/v1/jobs", json=SLEEP, headers=headers).status_code == 202
+    services.wait_until(
+        lambda: client.get("/health/circuit-breaker").json()["state"] == "open",
+        timeout=10,
+        message="breaker open",
+    )
+    down = scrape(client)
+    assert down[("conveyor_redis_up", ())] == 0
+    assert not any(name == "conveyor_queue_depth" for name, _ in down)
+    assert down[("conveyor_redis_breaker_state", (("state", "open"),))] == 1
+    assert down[("conveyor_redis_breaker_state", (("state", "closed"),))] == 0
+    assert down[("conveyor_redis_breaker_state_changes_total", ())] >= 1
+    assert down[("conveyor_redis_breaker_failures_total", ())] >= 5
+    assert down[("conveyor_redis_breaker_rejections_total", ())] >= 1
+    assert down[("conveyor_outbox_undispatched", ())] == 1
+    assert down[("conveyor_outbox_oldest_age_seconds", ())] > 0
+    assert down[("conveyor_jobs", (("status", "queued"),))] == 2
 
 
 def test_database_down_is_503(settings: Settings, sessions: db.Sessions) -> None:

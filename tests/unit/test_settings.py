@@ -98,3 +98,12 @@ def test_database_urls_are_normalised_for_sqlalchemy_and_libpq(url):
 
     assert settings.sqlalchemy_url == "postgresql+psycopg://u:p@db:5432/app"
     assert settings.libpq_url == "postgresql://u:p@db:5432/app"
+
+
+def test_reaper_bound_holds_lease_plus_reaper_interval():
+    assert build().reaper_bound_seconds == 60
+    assert build(lease_seconds=50, reaper_interval=10).lease_seconds == 50
+    with pytest.raises(ValidationError) as refused:
+        build(lease_seconds=55, reaper_interval=10)
+    assert "CONVEYOR_REAPER_BOUND_SECONDS" in str(refused.value)
+    assert build(lease_seconds=55, reaper_interval=10, reaper_bound_seconds=90).lease_seconds == 55
