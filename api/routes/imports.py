@@ -1,0 +1,234 @@
+"""/v1/imports (submit a CSV), /v1/importers (what can be imported) and
+/v1/jobs/{id}/errors (an import's rejected rows, as JSON pages or a CSV download)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api import rejected_csv
+from api.deps import AppSettings, CurrentPrincipal, JobId, Publisher, RequestId, Sessions
+from api.schemas.imports import (
+    IMPORT_FORM_SCHEMA,
+    ImporterList,
+    ImporterOut,
+    ImportForm,
+    RowErrorOut,
+    RowErrorPage,
+)
+from api.schemas.jobs import JobOut
+from api.schemas.problems import problem_responses
+from api.upload_stream import check_content_length, receive_form
+from core import db, import_errors, job_store
+from core import publisher as job_publisher
+from core.api_keys import Principal
+from core.errors import InvalidRequest, NotFound
+from core.importers import IMPORTERS, get_importer
+from core.importers.options import ImportParams, StoredFile
+from core.models import Job
+from core.settings import Settings
+from core.storage import StoredUpload, UploadWriter
+
+log = structlog.get_logger(__name__)
+
+IMPORT_KIND = "import"
+router = APIRouter(tags=["imports"], responses=problem_responses(401, 422, 503))
+
+
+def _import_params(
+    fields: dict[str, str], upload: StoredUpload | None, filename: str | None
+) -> ImportParams:
+    if upload is None:
+        raise InvalidRequest("The form needs a 'file' part with the CSV.", where={"field": "file"})
+    try:
+        form = ImportForm.model_validate(fields)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
+        ) from error
+    get_importer(form.importer)
+    stored = StoredFile(path=upload.path, sha256=upload.sha256, size=upload.size, filename=filename)
+    return form.params(stored)
+
+
+def _submit(
+    sessions: db.Sessions,
+    settings: Settings,
+    principal: Principal,
+    params: ImportParams,
+    *,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> tuple[JobOut, bool]:
+    with db.transaction(sessions) as session:
+        submitted = job_store.submit_job(
+            session,
+            kind=IMPORT_KIND,
+            params=params.model_dump(mode="json"),
+            principal_id=principal.id,
+            max_attempts=settings.max_attempts,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+        return JobOut.from_job(submitted.job), submitted.created
+
+
+def _dispatch(
+    sessions: db.Sessions,
+    publisher: job_publisher.JobPublisher,
+    *,
+    job_id: uuid.UUID,
+    request_id: str | None,
+) -> None:
+    """Publish now; any failure leaves the committed job to the outbox relay."""
+    try:
+        job_publisher.dispatch_now(
+            sessions, publisher, kind=IMPORT_KIND, job_id=job_id, request_id=request_id
+        )
+    except Exception as error:
+        log.warning("job.dispatch_deferred", job_id=str(job_id), error=repr(error)[:300])
+
+
+@router.post(
+    "/v1/imports",
+    status_code=202,
+    summary="Upload a CSV and import it",
+    description=(
+        "multipart/form-data with the CSV in `file`. The upload is streamed to storage "
+        "(size-capped by CONVEYOR_MAX_UPLOAD_BYTES, sha256 recorded) and becomes an `import` "
+        "job; poll GET /v1/jobs/{id}, read rejected rows at GET /v1/jobs/{id}/errors."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": IMPORT_FORM_SCHEMA}},
+        }
+    },
+    responses={
+        200: {"model": JobOut, "description": "Replay: this Idempotency-Key's earlier job."},
+        **problem_responses(409, 413),
+    },
+)
+async def submit_import(
+    request: Request,
+    response: Response,
+    sessions: Sessions,
+    settings: AppSettings,
+    publisher: Publisher,
+    principal: CurrentPrincipal,
+    request_id: RequestId,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key + same upload and options returns the same job.",
+        ),
+    ] = None,
+) -> JobOut:
+    check_content_length(request, settings.max_upload_bytes)
+    writer = await run_in_threadpool(
+        UploadWriter, settings.storage_dir, max_bytes=settings.max_upload_bytes
+    )
+    try:
+        form = await receive_form(
+            request, writer=writer, file_field="file", max_bytes=settings.max_upload_bytes
+        )
+    finally:
+        writer.abort()  # no-op once finished; removes the partial file otherwise
+    params = _import_params(form.fields, form.upload, form.filename)
+    job, created = await run_in_threadpool(
+        _submit,
+        sessions,
+        settings,
+        principal,
+        params,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+    if created:
+        await run_in_threadpool(
+            _dispatch, sessions, publisher, job_id=job.id, request_id=request_id
+        )
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.get("/v1/importers", summary="What can be imported: importers and their columns")
+async def list_importers(principal: CurrentPrincipal) -> ImporterList:
+    return ImporterList(items=[ImporterOut.from_importer(i) for i in IMPORTERS.values()])
+
+
+def _import_job(sessions: db.Sessions, job_id: uuid.UUID, principal: Principal) -> Job:
+    with db.transaction(sessions) as session:
+        job = job_store.get_job(session, job_id=job_id, principal=principal)
+    if job.kind != IMPORT_KIND:
+        raise NotFound(f"Job {job_id} is not an import; it has no rejected rows.")
+    return job
+
+
+def _csv_header(job: Job) -> list[str]:
+    result: dict[str, Any] = job.result or {}
+    checkpoint: dict[str, Any] = job.checkpoint or {}
+    return list(result.get("columns") or checkpoint.get("header") or [])
+
+
+def _csv_download(sessions: db.Sessions, job: Job) -> StreamingResponse:
+    header = _csv_header(job)
+
+    def lines() -> Iterator[bytes]:
+        with db.transaction(sessions) as session:
+            yield from rejected_csv.render(
+                import_errors.iter_errors(session, job_id=job.id), header
+            )
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="job-{job.id}-errors.csv"'},
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}/errors",
+    summary="An import's rejected rows",
+    description=(
+        "Errors in row order (row 1 is the header), one per bad cell. `?format=csv` downloads "
+        "the rejected rows instead: their original columns plus error_row, error_column and "
+        "error_message, with formula-like cells neutralised."
+    ),
+    response_model=RowErrorPage,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON page or CSV download"},
+        **problem_responses(404),
+    },
+)
+def list_import_errors(
+    job_id: JobId,
+    sessions: Sessions,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response | RowErrorPage:
+    job = _import_job(sessions, job_id, principal)
+    if format == "csv":
+        return _csv_download(sessions, job)
+    with db.transaction(sessions) as session:
+        errors, next_cursor = import_errors.list_errors(
+            session, job_id=job_id, limit=limit, cursor=cursor
+        )
+        return RowErrorPage(
+            items=[RowErrorOut.from_error(error) for error in errors], next_cursor=next_cursor
+        )

@@ -1,0 +1,165 @@
+"""The ``import`` job body: stream the uploaded CSV, validate, load batch by batch.
+
+Each batch is one unit (``JobContext.commit_unit``): its rows, its rejected rows, the job's
+counters and the checkpoint (byte offset and row number of the next record, plus the
+counters so far) commit in one transaction fenced by the lease. A new attempt after a crash
+starts at the checkpoint, so the table and the counts end exactly as after one clean run.
+Reading, validating and planning run a batch ahead in a reader process (reader_process.py).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session
+
+from core import import_errors, storage
+from core.errors import ImportFailed, NotFound
+from core.errors import ImportFailureCode as Failure
+from core.importers import Importer, get_importer
+from core.importers.options import ImportParams
+from jobs.imports.batch_plan import duplicate_key_error, plan_batch
+from jobs.imports.bulk_load import BulkLoader
+from jobs.imports.csv_source import RecordReader, prescan, read_header
+from jobs.imports.header import match_header
+from jobs.imports.import_state import ImportState
+from jobs.imports.prepared_batch import PreparedBatch
+from jobs.imports.reader_process import run_in_child
+from jobs.imports.row_validation import RowValidator
+from jobs.job_context import JobContext, Progress
+
+
+def run_import(ctx: JobContext) -> dict[str, Any]:
+    params = ImportParams.model_validate(ctx.params)
+    importer = get_importer(params.importer)
+    csv.field_size_limit(ctx.settings.import_max_field_chars)
+    with _open_upload(ctx, params) as file:
+        state = ImportState.from_checkpoint(ctx.checkpoint)
+        if state is None:
+            state = _start(ctx, params, importer, file)
+        ctx.result = state.result(params)
+        _check_threshold(params, state)  # a crash may have come between commit and check
+        if not state.finished:
+            state = _load(ctx, params, importer, file, state)
+    return state.result(params)
+
+
+@contextmanager
+def _open_upload(ctx: JobContext, params: ImportParams) -> Iterator[BinaryIO]:
+    try:
+        file = storage.open_upload(ctx.settings.storage_dir, params.upload.path)
+    except NotFound as error:
+        raise ImportFailed(Failure.upload_missing, error.message) from error
+    with file:
+        yield file
+
+
+def _start(
+    ctx: JobContext, params: ImportParams, importer: Importer, file: BinaryIO
+) -> ImportState:
+    """First attempt (or a retry from scratch): whole-file checks, header, a clean slate."""
+    encoding = params.encoding or "utf-8"
+    lines = prescan(file, encoding=encoding)
+    known = {column.name for column in importer.columns}
+    header = read_header(file, encoding=encoding, delimiter=params.delimiter, known=known)
+    match_header(header.fields, importer, row=header.row)
+    state = ImportState.starting(header, encoding=encoding, estimate=max(lines - header.row, 0))
+
+    def begin(session: Session) -> Progress:
+        import_errors.delete_for_job(session, job_id=ctx.job_id)  # a retry starts over
+        ctx.result = state.result(params)
+        return state.progress()
+
+    ctx.commit_unit(begin)
+    return state
+
+
+def _load(
+    ctx: JobContext,
+    params: ImportParams,
+    importer: Importer,
+    file: BinaryIO,
+    state: ImportState,
+) -> ImportState:
+    columns = match_header(state.header, importer, row=state.header_row)
+    names = [column.name for column in columns]
+    loader = BulkLoader(importer, names, mode=params.mode, dry_run=params.dry_run)
+    batches = run_in_child(lambda: _prepared_batches(ctx, params, importer, file, state, columns))
+    for batch in batches:
+        state = _commit_batch(ctx, params, importer, loader, state, batch)
+        _check_threshold(params, state)
+    return state
+
+
+def _prepared_batches(
+    ctx: JobContext,
+    params: ImportParams,
+    importer: Importer,
+    file: BinaryIO,
+    state: ImportState,
+    columns: tuple[Any, ...],
+) -> Iterator[PreparedBatch]:
+    """Read, validate and plan batches (runs in the reader process; touches no database)."""
+    names = [column.name for column in columns]
+    validator = RowValidator(columns)
+    reader = RecordReader(
+        file,
+        encoding=state.encoding,
+        delimiter=state.delimiter,
+        width=len(columns),
+        offset=state.offset,
+        next_row=state.next_row,
+    )
+    key_positions = [names.index(key) for key in importer.key]
+    while True:
+        raw = reader.read_batch(ctx.settings.import_batch_rows)
+        checked = validator.check(raw.rows, raw.row_numbers)
+        plan = plan_batch(
+            checked, key_positions=key_positions, key_names=importer.key, mode=params.mode
+        )
+        yield PreparedBatch.of(raw, checked, plan, keep_keys=params.mode == "insert")
+        if raw.exhausted:
+            return
+
+
+def _commit_batch(
+    ctx: JobContext,
+    params: ImportParams,
+    importer: Importer,
+    loader: BulkLoader,
+    state: ImportState,
+    batch: PreparedBatch,
+) -> ImportState:
+    committed: list[ImportState] = []
+
+    def unit(session: Session) -> Progress:
+        # May run again if the database drops mid-unit: it derives everything from ``state``.
+        loaded = loader.load(session, batch)
+        present = set(loaded.existing)
+        found = [i for i, key in enumerate(batch.keys) if key in present]
+        raws = batch.fields_of(found)
+        existing = [
+            duplicate_key_error(batch.row_numbers[i], importer.key, batch.keys[i], raws[i])
+            for i in found
+        ]
+        import_errors.add_row_errors(session, job_id=ctx.job_id, errors=batch.errors + existing)
+        after = state.advanced(batch, loaded, existing=len(existing), dry_run=params.dry_run)
+        ctx.result = after.result(params)
+        committed[:] = [after]
+        return after.progress()
+
+    ctx.commit_unit(unit)
+    return committed[0]
+
+
+def _check_threshold(params: ImportParams, state: ImportState) -> None:
+    if params.threshold_exceeded(rejected=state.rejected, rows=state.rows):
+        raise ImportFailed(
+            Failure.error_threshold_exceeded,
+            f"{state.rejected:,} of {state.rows:,} rows were rejected, more than the "
+            f"error_threshold of {params.error_threshold}; rows before that stay loaded.",
+            where={"row": state.next_row - 1},
+        )

@@ -1,0 +1,152 @@
+"""csv_source: whole-file checks, header and delimiter, record batches and resume offsets."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from core.errors import ImportFailed
+from core.import_errors import RowErrorCode
+from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
+
+KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}
+
+
+def _file(data: bytes) -> io.BytesIO:
+    return io.BytesIO(data)
+
+
+def _all_records(data: bytes, batch: int, *, width: int = 2, start: int | None = None):
+    """Read every record, in batches of ``batch``, reopening at each checkpoint like a resumed
+    attempt would; returns (row numbers, rows, rejected rows)."""
+    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN)
+    offset, next_row = (start if start is not None else header.end_offset), header.row + 1
+    numbers, rows, rejected = [], [], []
+    while True:
+        reader = RecordReader(
+            _file(data),
+            encoding="utf-8",
+            delimiter=",",
+            width=width,
+            offset=offset,
+            next_row=next_row,
+        )
+        raw = reader.read_batch(batch)
+        numbers += list(raw.row_numbers)
+        rows += raw.rows
+        rejected += [(e.row, e.code) for e in raw.rejected]
+        offset, next_row = raw.end_offset, raw.last_row + 1
+        if raw.exhausted:
+            return numbers, rows, rejected
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "empty_file"),
+        (b"\xef\xbb\xbf", "empty_file"),
+        (b"\n\r\n  \n", "empty_file"),
+        (b"PK\x03\x04" + bytes(200), "not_csv"),
+        (bytes(range(256)) * 4, "not_csv"),
+        ("sku,name\n".encode("utf-16"), "undecodable"),
+        (b"sku,name\nA,caf\xe9\n", "undecodable"),
+    ],
+)
+def test_prescan_fails_the_whole_file(data, code):
+    with pytest.raises(ImportFailed) as failure:
+        prescan(_file(data), encoding="utf-8")
+    assert failure.value.code == code
+
+
+def test_undecodable_names_line_and_offset():
+    data = b"sku,name\nA,ok\nB,caf\xe9\n"
+    with pytest.raises(ImportFailed) as failure:
+        prescan(_file(data), encoding="utf-8")
+    assert failure.value.where == {"line": 3, "offset": data.index(b"\xe9")}
+    assert "latin-1" in failure.value.message
+
+
+def test_prescan_accepts_latin1_with_override_and_counts_lines():
+    assert prescan(_file(b"sku,name\nA,caf\xe9\nB,x"), encoding="iso8859-1") == 3
+
+
+def test_a_stray_nul_is_not_binary():
+    assert prescan(_file(b"sku,name\nA,a\x00b\n" + b"B,plain text row\n" * 20), encoding="utf-8")
+
+
+def test_header_skips_bom_and_leading_blank_lines():
+    header = read_header(
+        _file(b"\xef\xbb\xbf\r\n\r\nsku,name\r\nA,B\r\n"),
+        encoding="utf-8",
+        delimiter=None,
+        known=KNOWN,
+    )
+    assert (header.fields, header.row, header.delimiter) == (["sku", "name"], 3, ",")
+    assert header.end_offset == len(b"\xef\xbb\xbf\r\n\r\nsku,name\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("sku;name;price", ";"),
+        ("sku\tname", "\t"),
+        ("sku|name|price", "|"),
+        ("sku,name", ","),
+        ('"a;b",name,price', ","),  # the quoted semicolon does not make it ;-separated
+        ("nothing known here", ","),
+    ],
+)
+def test_sniff_delimiter(line, expected):
+    assert sniff_delimiter(line, KNOWN) == expected
+
+
+def test_rows_are_numbered_as_a_spreadsheet_shows_them():
+    data = b'sku,name\nA,"two\nlines"\n\nB,b\r\n"C","x"\n'
+    numbers, rows, rejected = _all_records(data, 100)
+    assert numbers == [2, 4, 5]  # row 3 is blank: counted, skipped
+    assert rows == [["A", "two\nlines"], ["B", "b"], ["C", "x"]]
+    assert rejected == []
+
+
+def test_bad_records_are_rejected_and_reading_goes_on():
+    data = b'sku,name\nA,a\nB\nC,c,extra\n"D"x,d\nE,e\n,\n,,,\n'
+    numbers, _, rejected = _all_records(data, 100)
+    # row 7 (",") has the right width: the validator skips it as blank (see row_validation)
+    assert numbers == [2, 6, 7]
+    assert rejected == [
+        (3, RowErrorCode.wrong_field_count),
+        (4, RowErrorCode.wrong_field_count),
+        (5, RowErrorCode.malformed_row),
+    ]
+
+
+def test_unclosed_quote_swallows_the_rest_into_one_rejected_row():
+    numbers, _, rejected = _all_records(b'sku,name\nA,a\nB,"open\nC,c\n', 100)
+    assert numbers == [2]
+    assert rejected == [(3, RowErrorCode.malformed_row)]
+
+
+def test_field_larger_than_the_limit_is_a_malformed_row():
+    previous = csv.field_size_limit(1024)
+    try:
+        numbers, _, rejected = _all_records(b"sku,name\nA," + b"x" * 5000 + b"\nB,b\n", 100)
+    finally:
+        csv.field_size_limit(previous)
+    assert numbers == [3]
+    assert rejected == [(2, RowErrorCode.malformed_row)]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 7, 1000])
+def test_resuming_at_each_checkpoint_reads_exactly_the_same_records(batch):
+    body = "".join(
+        f'S{i},"{"multi" + chr(10) + "line" if i % 3 == 0 else "plain"}"\r\n'
+        + ("\n" if i % 4 else "")
+        for i in range(25)
+    )
+    data = ("sku,name\r\n" + body).encode()
+    assert _all_records(data, batch) == _all_records(data, 10_000)
+    numbers, rows, _ = _all_records(data, batch)
+    assert [row[0] for row in rows] == [f"S{i}" for i in range(25)]
+    assert numbers == sorted(set(numbers))

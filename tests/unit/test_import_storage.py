@@ -1,0 +1,34 @@
+"""Upload storage: content-addressed, size-capped, nothing left behind on refusal."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from core.errors import NotFound, PayloadTooLarge
+from core.storage import open_upload, save_upload, upload_path
+
+
+def test_save_upload_streams_and_addresses_by_content(tmp_path):
+    data = [b"sku,name\n", b"A,a\n"]
+    stored = save_upload(iter(data), storage_dir=tmp_path, max_bytes=100)
+    digest = hashlib.sha256(b"".join(data)).hexdigest()
+    assert (stored.sha256, stored.size) == (digest, 13)
+    assert stored.path == f"uploads/sha256/{digest[:2]}/{digest}"
+    with open_upload(tmp_path, stored.path) as file:
+        assert file.read() == b"sku,name\nA,a\n"
+    assert save_upload(iter(data), storage_dir=tmp_path, max_bytes=100) == stored
+
+
+def test_over_the_cap_is_refused_and_removed(tmp_path):
+    with pytest.raises(PayloadTooLarge):
+        save_upload(iter([b"x" * 60, b"y" * 60]), storage_dir=tmp_path, max_bytes=100)
+    assert list((tmp_path / "uploads" / "incoming").iterdir()) == []
+
+
+def test_paths_outside_the_upload_area_are_refused(tmp_path):
+    with pytest.raises(NotFound):
+        upload_path(tmp_path, "uploads/../../etc/passwd")
+    with pytest.raises(NotFound):
+        open_upload(tmp_path, "uploads/sha256/00/missing")
