@@ -70,11 +70,16 @@ def dispatch_now(
     job_id: uuid.UUID,
     request_id: str | None,
 ) -> bool:
-    """Publish a just-committed job and record it; on failure the relay picks it up later."""
+    """Publish a just-committed job and record it. Never raises: the job is already stored,
+    so any failure (broker or database) just leaves it to the outbox relay."""
     if not publisher.publish(kind=kind, job_id=job_id, request_id=request_id):
         return False
-    with db.transaction(sessions) as session:
-        job_store.mark_dispatched(session, job_ids=[job_id])
+    try:
+        with db.transaction(sessions) as session:
+            job_store.mark_dispatched(session, job_ids=[job_id])
+    except Exception as error:  # published but unmarked: the relay may publish it once more
+        log.warning("dispatch.mark_failed", job_id=str(job_id), error=repr(error)[:300])
+        return False
     return True
 
 

@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-import structlog
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -36,8 +35,6 @@ from core.importers.options import ImportParams, StoredFile
 from core.models import Job
 from core.settings import Settings
 from core.storage import StoredUpload, UploadWriter
-
-log = structlog.get_logger(__name__)
 
 IMPORT_KIND = "import"
 router = APIRouter(tags=["imports"], responses=problem_responses(401, 422, 503))
@@ -81,22 +78,6 @@ def _submit(
         return JobOut.from_job(submitted.job), submitted.created
 
 
-def _dispatch(
-    sessions: db.Sessions,
-    publisher: job_publisher.JobPublisher,
-    *,
-    job_id: uuid.UUID,
-    request_id: str | None,
-) -> None:
-    """Publish now; any failure leaves the committed job to the outbox relay."""
-    try:
-        job_publisher.dispatch_now(
-            sessions, publisher, kind=IMPORT_KIND, job_id=job_id, request_id=request_id
-        )
-    except Exception as error:
-        log.warning("job.dispatch_deferred", job_id=str(job_id), error=repr(error)[:300])
-
-
 @router.post(
     "/v1/imports",
     status_code=202,
@@ -120,6 +101,7 @@ def _dispatch(
 async def submit_import(
     request: Request,
     response: Response,
+    background: BackgroundTasks,
     sessions: Sessions,
     settings: AppSettings,
     publisher: Publisher,
@@ -156,8 +138,14 @@ async def submit_import(
         request_id=request_id,
     )
     if created:
-        await run_in_threadpool(
-            _dispatch, sessions, publisher, job_id=job.id, request_id=request_id
+        # After the response, like POST /v1/jobs: a hung broker must not hold the request.
+        background.add_task(
+            job_publisher.dispatch_now,
+            sessions,
+            publisher,
+            kind=IMPORT_KIND,
+            job_id=job.id,
+            request_id=request_id,
         )
     else:
         response.status_code = 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import structlog
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 
 from api.deps import (
@@ -29,31 +28,11 @@ from core import db, job_store
 from core import publisher as job_publisher
 from core.job_states import JobStatus
 
-log = structlog.get_logger(__name__)
-
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
 
 
 def _location(job_id: uuid.UUID) -> str:
     return f"/v1/jobs/{job_id}"
-
-
-def _dispatch(
-    sessions: db.Sessions,
-    publisher: job_publisher.JobPublisher,
-    *,
-    kind: str,
-    job_id: uuid.UUID,
-    request_id: str | None,
-) -> None:
-    """Publish a committed job now. Any failure leaves it to the relay, never to the client:
-    the job is already safely stored and the response must say so."""
-    try:
-        job_publisher.dispatch_now(
-            sessions, publisher, kind=kind, job_id=job_id, request_id=request_id
-        )
-    except Exception as error:
-        log.warning("job.dispatch_deferred", job_id=str(job_id), error=repr(error)[:300])
 
 
 @router.post(
@@ -98,7 +77,12 @@ def submit_job(
         job = JobOut.from_job(submitted.job)
     if submitted.created:
         background.add_task(
-            _dispatch, sessions, publisher, kind=job.kind, job_id=job.id, request_id=request_id
+            job_publisher.dispatch_now,
+            sessions,
+            publisher,
+            kind=job.kind,
+            job_id=job.id,
+            request_id=request_id,
         )
     else:
         response.status_code = 200
@@ -166,7 +150,12 @@ def retry_job(
             )
         )
     background.add_task(
-        _dispatch, sessions, publisher, kind=job.kind, job_id=job.id, request_id=request_id
+        job_publisher.dispatch_now,
+        sessions,
+        publisher,
+        kind=job.kind,
+        job_id=job.id,
+        request_id=request_id,
     )
     return job
 
