@@ -39,7 +39,7 @@ def make_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 5) -> sa
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        max_overflow=pool_size,
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": connect_timeout},
     )
