@@ -302,8 +302,15 @@ def _fenced(lease: Lease) -> list[sa.ColumnElement[bool]]:
 
 
 def load_claimed(session: Session, *, lease: Lease) -> Job:
-    job = session.scalar(sa.select(Job).where(*_fenced(lease)))
-    if job is None:
+    """The job this lease owns. Right after ``claim_job`` in the same transaction the row is
+    already in the session (from the claim's RETURNING), so no query is sent."""
+    job = session.get(Job, lease.job_id)
+    if (
+        job is None
+        or job.status != JobStatus.running.value
+        or job.lease_owner != lease.owner
+        or job.attempt != lease.attempt
+    ):
         raise LeaseLost()
     return job
 
