@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core import api_keys, db
@@ -85,6 +85,16 @@ def _current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Same key + same request returns the same job; a different request is a 409.",
+    ),
+]
 
 
 def require_role(role: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:

@@ -7,14 +7,22 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api import rejected_csv
-from api.deps import AppSettings, CurrentPrincipal, JobId, Publisher, RequestId, Sessions
+from api.deps import (
+    AppSettings,
+    CurrentPrincipal,
+    IdempotencyKey,
+    JobId,
+    Publisher,
+    RequestId,
+    Sessions,
+)
 from api.schemas.imports import (
     IMPORT_FORM_SCHEMA,
     ImporterList,
@@ -107,15 +115,7 @@ async def submit_import(
     publisher: Publisher,
     principal: CurrentPrincipal,
     request_id: RequestId,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            description="Same key + same upload and options returns the same job.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     check_content_length(request, settings.max_upload_bytes)
     writer = await run_in_threadpool(

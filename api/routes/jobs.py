@@ -12,11 +12,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 
 from api.deps import (
     AppSettings,
     CurrentPrincipal,
+    IdempotencyKey,
     JobId,
     Publisher,
     RequestId,
@@ -53,15 +54,7 @@ def submit_job(
     publisher: Publisher,
     principal: CurrentPrincipal,
     request_id: RequestId,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            description="Same key + same body returns the same job; a different body is a 409.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     params = submission.validated_params()
     with db.transaction(sessions) as session:
