@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from api import error_handlers
+from api.dispatcher import Dispatcher
 from api.middleware import RequestContextMiddleware
 from api.relay_loop import RelayLoop
 from api.routes import api_keys, health, imports, jobs, metrics
@@ -57,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.breaker = breaker
     app.state.publisher = publisher
     app.state.redis = redis_client
+    app.state.dispatcher = Dispatcher(sessions, publisher)
     app.state.metrics = build_registry(sessions, breaker, redis_client)
     relay = RelayLoop(
         sessions=sessions,
@@ -71,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await relay.stop()
+        app.state.dispatcher.close()
         publisher.close()
         redis_client.close()
         engine.dispose()

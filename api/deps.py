@@ -16,6 +16,7 @@ import redis
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.dispatcher import Dispatcher
 from core import api_keys, db
 from core.api_keys import Principal, Role
 from core.circuit_breaker import RedisBreaker
@@ -43,6 +44,11 @@ async def _publisher(request: Request) -> JobPublisher:
     return publisher
 
 
+async def _dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
 async def _redis(request: Request) -> redis.Redis:
     client: redis.Redis = request.app.state.redis
     return client
@@ -61,6 +67,7 @@ async def _request_id(request: Request) -> str | None:
 Sessions = Annotated[db.Sessions, Depends(_sessions)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 Publisher = Annotated[JobPublisher, Depends(_publisher)]
+JobDispatcher = Annotated[Dispatcher, Depends(_dispatcher)]
 RedisClient = Annotated[redis.Redis, Depends(_redis)]
 Breaker = Annotated[RedisBreaker, Depends(_breaker)]
 RequestId = Annotated[str | None, Depends(_request_id)]

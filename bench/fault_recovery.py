@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 import sqlalchemy as sa
@@ -186,7 +187,7 @@ class Bench:
 
 
 def _worker_name(process: services.Process) -> str:
-    argv = [str(a) for a in process.popen.args]
+    argv = [str(a) for a in cast(list[str], process.popen.args)]
     return argv[argv.index("--hostname") + 1].split("@")[0]
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,10 @@ def platform_run(
         return time.perf_counter() - start
 
 
+def process_ready(process: services.Process) -> Callable[[], bool]:
+    return lambda: "ready." in process.output()
+
+
 def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_dir: Path) -> float:
     env = {**os.environ, "BENCH_REDIS_URL": redis_url}
     counter = redis.Redis.from_url(redis_url)
@@ -103,7 +108,7 @@ def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_di
         ]
         process = services.Process("raw-worker", argv, env, log_dir)
         processes.append(process)
-        services.wait_until(lambda p=process: "ready." in p.output(), timeout=60, message="raw")
+        services.wait_until(process_ready(process), timeout=60, message="raw worker ready")
     try:
         from bench.raw_celery_app import app, noop
 

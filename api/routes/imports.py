@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -18,8 +18,8 @@ from api.deps import (
     AppSettings,
     CurrentPrincipal,
     IdempotencyKey,
+    JobDispatcher,
     JobId,
-    Publisher,
     RequestId,
     Sessions,
 )
@@ -35,7 +35,6 @@ from api.schemas.jobs import JobOut
 from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
 from core import db, import_errors, job_store
-from core import publisher as job_publisher
 from core.api_keys import Principal
 from core.errors import InvalidRequest, NotFound
 from core.importers import IMPORTERS, get_importer
@@ -109,10 +108,9 @@ def _submit(
 async def submit_import(
     request: Request,
     response: Response,
-    background: BackgroundTasks,
+    dispatcher: JobDispatcher,
     sessions: Sessions,
     settings: AppSettings,
-    publisher: Publisher,
     principal: CurrentPrincipal,
     request_id: RequestId,
     idempotency_key: IdempotencyKey = None,
@@ -138,15 +136,8 @@ async def submit_import(
         request_id=request_id,
     )
     if created:
-        # After the response, like POST /v1/jobs: a hung broker must not hold the request.
-        background.add_task(
-            job_publisher.dispatch_now,
-            sessions,
-            publisher,
-            kind=IMPORT_KIND,
-            job_id=job.id,
-            request_id=request_id,
-        )
+        # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
+        dispatcher.dispatch(kind=IMPORT_KIND, job_id=job.id, request_id=request_id)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"

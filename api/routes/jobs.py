@@ -2,9 +2,8 @@
 
 Every write commits in ``db.transaction`` *before* anything is published: the job row is the
 outbox, so a crash or a dead Redis between commit and publish loses nothing (the relay
-publishes it later). The publish itself runs as a background task, after the response is
-sent: a slow or hung Redis (bounded by the socket timeout and the breaker) never adds to a
-submit's latency.
+publishes it later). The publish itself is handed to the API's dispatcher threads
+(api/dispatcher.py): a slow or hung Redis never adds to a submit's latency.
 """
 
 from __future__ import annotations
@@ -12,21 +11,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import (
     AppSettings,
     CurrentPrincipal,
     IdempotencyKey,
+    JobDispatcher,
     JobId,
-    Publisher,
     RequestId,
     Sessions,
 )
 from api.schemas.jobs import JobEventOut, JobEventPage, JobOut, JobPage, JobSubmission
 from api.schemas.problems import problem_responses
 from core import db, job_store
-from core import publisher as job_publisher
 from core.job_states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
@@ -48,10 +46,9 @@ def _location(job_id: uuid.UUID) -> str:
 def submit_job(
     submission: JobSubmission,
     response: Response,
-    background: BackgroundTasks,
+    dispatcher: JobDispatcher,
     sessions: Sessions,
     settings: AppSettings,
-    publisher: Publisher,
     principal: CurrentPrincipal,
     request_id: RequestId,
     idempotency_key: IdempotencyKey = None,
@@ -69,14 +66,7 @@ def submit_job(
         )
         job = JobOut.from_job(submitted.job)
     if submitted.created:
-        background.add_task(
-            job_publisher.dispatch_now,
-            sessions,
-            publisher,
-            kind=job.kind,
-            job_id=job.id,
-            request_id=request_id,
-        )
+        dispatcher.dispatch(kind=job.kind, job_id=job.id, request_id=request_id)
     else:
         response.status_code = 200
     response.headers["Location"] = _location(job.id)
@@ -126,10 +116,9 @@ def cancel_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -
 )
 def retry_job(
     job_id: JobId,
-    background: BackgroundTasks,
+    dispatcher: JobDispatcher,
     sessions: Sessions,
     settings: AppSettings,
-    publisher: Publisher,
     principal: CurrentPrincipal,
     request_id: RequestId,
 ) -> JobOut:
@@ -142,14 +131,7 @@ def retry_job(
                 attempts_budget=settings.max_attempts,
             )
         )
-    background.add_task(
-        job_publisher.dispatch_now,
-        sessions,
-        publisher,
-        kind=job.kind,
-        job_id=job.id,
-        request_id=request_id,
-    )
+    dispatcher.dispatch(kind=job.kind, job_id=job.id, request_id=request_id)
     return job
 
 

@@ -22,7 +22,7 @@ import os
 import pickle
 import signal
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -59,7 +59,7 @@ class ReaderCrashed(RuntimeError):
     """The reader process failed unexpectedly (a bug); the job fails with internal_error."""
 
 
-def run_in_child(produce: Callable[[], Iterator[T]]) -> Iterator[T]:
+def run_in_child(produce: Callable[[], Iterator[T]]) -> Generator[T, None, None]:
     """Yield what ``produce()`` yields, computed in a forked child process."""
     read_fd, write_fd = os.pipe()
     gc.freeze()  # the child's collections must not walk (and so copy) the inherited heap

@@ -54,7 +54,7 @@ class ImportPlatform:
             "/v1/imports", data=fields, files={"file": (filename, data, "text/csv")}
         )
 
-    def run(self, data: bytes, timeout: float = 60, **form: Any) -> dict[str, Any]:
+    def run(self, data: bytes, *, timeout: float = 60, **form: Any) -> dict[str, Any]:
         response = self.submit(data, **form)
         assert response.status_code == 202, response.text
         return self.wait(response.json()["id"], timeout=timeout)

@@ -32,7 +32,7 @@ TEN_MB = 10 * 1024 * 1024
 @dataclass(frozen=True)
 class Case:
     data: bytes
-    form: dict[str, str] = field(default_factory=dict)
+    form: dict[str, Any] = field(default_factory=dict)
     loaded: dict[str, dict[str, Any]] | set[str] = field(default_factory=set)
     rejected: list[tuple[int, str | None, str]] = field(default_factory=list)
     failed: str | None = None  # the job's error code

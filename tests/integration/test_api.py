@@ -18,6 +18,7 @@ from core import api_keys, db
 from core.api_keys import Role
 from core.models import Job
 from core.settings import Settings
+from tests import services
 
 PROBLEM = "application/problem+json"
 JOB_FIELDS = {
@@ -100,6 +101,14 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 
 
 # --- authentication and roles ---------------------------------------------------------------
+
+
+def wait_dispatched(sessions: db.Sessions, job_id: str) -> None:
+    services.wait_until(
+        lambda: job_row(sessions, job_id).dispatched_at is not None,
+        timeout=5,
+        message=f"job {job_id} dispatched",
+    )
 
 
 def test_missing_key_is_401_problem(client: TestClient) -> None:
@@ -208,9 +217,10 @@ def test_submit_returns_202_location_and_job(
     assert fetched.status_code == 200
     assert fetched.json() == job
 
-    # Committed, then published at once: the row is marked and the message is on the queue.
+    # Committed, then published at once (on the dispatcher's threads, just after the answer):
+    # the row gets marked and the message is on the queue.
+    wait_dispatched(sessions, job["id"])
     row = job_row(sessions, job["id"])
-    assert row.dispatched_at is not None
     assert row.principal_id is not None
     broker = redis.Redis.from_url(settings.redis_url)
     try:
@@ -380,7 +390,7 @@ def test_cancel_then_retry(client: TestClient, keys: Keys, sessions: db.Sessions
     assert body["status"] == "queued"
     assert body["cancel_requested"] is False
     assert body["finished_at"] is None
-    assert job_row(sessions, job_id).dispatched_at is not None  # published again
+    wait_dispatched(sessions, job_id)  # published again
 
     assert_problem(
         client.post(f"/v1/jobs/{job_id}/retry", headers=keys.alice), 409, "invalid_transition"

@@ -142,6 +142,11 @@ def test_metrics_show_breaker_outbox_queues_and_jobs(
     client: TestClient, headers: dict[str, str], private_redis: services.RedisServer
 ) -> None:
     assert client.post("/v1/jobs", json=SLEEP, headers=headers).status_code == 202
+    services.wait_until(
+        lambda: scrape(client)[("conveyor_outbox_undispatched", ())] == 0,
+        timeout=5,
+        message="the job published",
+    )
     up = scrape(client)
     assert up[("conveyor_redis_up", ())] == 1
     assert up[("conveyor_queue_depth", (("queue", "default"),))] == 1

@@ -3,6 +3,8 @@ exact inserted / updated / unchanged counts, insert mode and dry runs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from core import db
@@ -28,10 +30,11 @@ def _plan(header, rows, mode="upsert") -> PreparedBatch:
 
 def _load(sessions, loader, plan) -> LoadResult:
     with db.transaction(sessions) as session:
-        return loader.load(session, plan)
+        result: LoadResult = loader.load(session, plan)
+        return result
 
 
-def _table(sessions) -> dict[str, tuple]:
+def _table(sessions) -> dict[str, tuple[Any, ...]]:
     with db.transaction(sessions) as session:
         rows = session.execute(
             sa.select(

@@ -27,7 +27,7 @@ def test_an_import_failure_crosses_the_pipe():
         yield 1
         raise ImportFailed(ImportFailureCode.undecodable, "bad byte", where={"line": 3})
 
-    received = []
+    received: list[int] = []
     with pytest.raises(ImportFailed) as failure:
         received.extend(run_in_child(failing))
     assert received == [1]

@@ -13,6 +13,8 @@ from core.importers import IMPORTERS, ColumnKind, Importer, get_importer, normal
 from core.importers.options import canonical_encoding, parse_delimiter, parse_error_threshold
 from core.models import Product
 
+PRODUCTS = Product.metadata.tables["products"]
+
 
 def test_products_importer_matches_its_table():
     products = get_importer("products")
@@ -23,8 +25,9 @@ def test_products_importer_matches_its_table():
     assert kinds["updated_at"] is ColumnKind.datetime
     price = products.column("price")
     assert (price.ge, price.max_digits, price.decimal_places) == (0, 12, 2)
-    table = Product.__table__
-    assert (table.c.price.type.precision, table.c.price.type.scale) == (12, 2)
+    price_type = PRODUCTS.c.price.type
+    assert isinstance(price_type, sa.Numeric)
+    assert (price_type.precision, price_type.scale) == (12, 2)
     assert all(column.fully_described for column in products.columns)
 
 
@@ -59,20 +62,20 @@ def test_importer_refuses_definitions_the_loader_cannot_honour():
             return value.upper()
 
     with pytest.raises(ValueError, match="per-field"):
-        Importer("x", "x", Product.__table__, ("sku",), WithValidator)
+        Importer("x", "x", PRODUCTS, ("sku",), WithValidator)
 
     class OptionalKey(BaseModel):
         sku: str | None = None
 
     with pytest.raises(ValueError, match="required string"):
-        Importer("x", "x", Product.__table__, ("sku",), OptionalKey)
+        Importer("x", "x", PRODUCTS, ("sku",), OptionalKey)
 
     class UnknownColumn(BaseModel):
         sku: str
         colour: str | None = None
 
     with pytest.raises(ValueError, match="colour"):
-        Importer("x", "x", Product.__table__, ("sku",), UnknownColumn)
+        Importer("x", "x", PRODUCTS, ("sku",), UnknownColumn)
 
 
 def test_constraints_that_are_not_understood_disable_the_fast_path():
