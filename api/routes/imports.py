@@ -52,15 +52,15 @@ def _import_params(
 ) -> ImportParams:
     if upload is None:
         raise InvalidRequest("The form needs a 'file' part with the CSV.", where={"field": "file"})
+    stored = StoredFile(path=upload.path, sha256=upload.sha256, size=upload.size, filename=filename)
     try:
-        form = ImportForm.model_validate(fields)
+        params = ImportForm.model_validate(fields).params(stored)
     except ValidationError as error:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
         ) from error
-    get_importer(form.importer)
-    stored = StoredFile(path=upload.path, sha256=upload.sha256, size=upload.size, filename=filename)
-    return form.params(stored)
+    get_importer(params.importer)
+    return params
 
 
 def _submit(

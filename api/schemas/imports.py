@@ -7,13 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.importers import Importer
-from core.importers.options import (
-    ImportParams,
-    StoredFile,
-    canonical_encoding,
-    parse_delimiter,
-    parse_error_threshold,
-)
+from core.importers.options import ImportParams, StoredFile, parse_error_threshold
 from core.models import ImportRowError
 
 # The multipart form, documented for OpenAPI (the route parses the stream itself).
@@ -62,17 +56,8 @@ class ImportForm(BaseModel):
             return None
         return value
 
-    @field_validator("delimiter")
-    @classmethod
-    def _delimiter(cls, value: str | None) -> str | None:
-        return None if value is None else parse_delimiter(value)
-
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, value: str | None) -> str | None:
-        return None if value is None else canonical_encoding(value)
-
     def params(self, upload: StoredFile) -> ImportParams:
+        """The job's params; ImportParams checks delimiter, encoding and threshold."""
         return ImportParams(upload=upload, **self.model_dump())
 
 
