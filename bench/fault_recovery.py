@@ -28,8 +28,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import api_keys, db
-from core.api_keys import Role
+from core import db
 from core.models import Job
 from core.settings import Settings
 from tests import services
@@ -37,15 +36,6 @@ from tests.conftest import settings_env
 from tests.submit_load import Submitted, percentile, submit_steadily
 
 CLIENTS = 4
-
-
-def _migrate(url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(services.ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://")
-    command.upgrade(config, "head")
 
 
 def _succeeded(sessions: db.Sessions, job_ids: list[str]) -> int:
@@ -204,9 +194,8 @@ def main() -> None:
     args = parser.parse_args()
 
     name = services.unique_name("conveyor_bench")
-    url = services.create_database(name)
+    url = services.create_migrated_database(name)
     try:
-        _migrate(url)
         with tempfile.TemporaryDirectory() as tmp:
             redis = services.RedisServer(Path(tmp))
             redis.start()
@@ -254,13 +243,7 @@ def run(
     )
     engine = db.make_engine(settings.sqlalchemy_url)
     sessions = db.make_sessionmaker(engine)
-    with db.transaction(sessions) as session:
-        _, key = api_keys.create_key(
-            session,
-            name="bench",
-            role=Role.submitter,
-            pepper=settings.secret_key.get_secret_value(),
-        )
+    key = services.new_api_key(sessions, settings, name="bench")
     bench = Bench(settings, sessions, redis, args)
     try:
         with services.platform(settings_env(settings), tmp) as platform:

@@ -33,13 +33,10 @@ from typing import Any
 import httpx
 import redis
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import api_keys, db
-from core.api_keys import Role
+from core import db
 from core.settings import Settings
 from tests import services
 from tests.conftest import settings_env
@@ -150,10 +147,7 @@ def _measured_import(
 def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     name = services.unique_name("conveyor_bench")
-    url = services.create_database(name)
-    config = Config(str(services.ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    command.upgrade(config, "head")
+    url = services.create_migrated_database(name)
     settings = Settings(
         env="test",
         database_url=url,
@@ -164,13 +158,7 @@ def run(args: argparse.Namespace) -> None:
     redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
     engine = db.make_engine(settings.sqlalchemy_url)
     sessions = db.make_sessionmaker(engine)
-    with db.transaction(sessions) as session:
-        _, key = api_keys.create_key(
-            session,
-            name="bench",
-            role=Role.submitter,
-            pepper=settings.secret_key.get_secret_value(),
-        )
+    key = services.new_api_key(sessions, settings, name="bench")
     print(f"generating {args.rows:,} and {args.small_rows:,}-row CSVs ...", flush=True)
     wrinkles = {"multiline_every": args.multiline_every}
     big = write_products_csv(tmp / "big.csv", args.rows, **wrinkles)

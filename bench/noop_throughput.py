@@ -25,8 +25,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import api_keys, db
-from core.api_keys import Role
+from core import db
 from core.models import Job
 from core.settings import Settings
 from tests import services
@@ -52,13 +51,7 @@ def _submit_all(api_url: str, key: str, jobs: int, clients: int) -> None:
 def platform_run(
     settings: Settings, sessions: db.Sessions, jobs: int, clients: int, workers: int, log_dir: Path
 ) -> float:
-    with db.transaction(sessions) as session:
-        _, key = api_keys.create_key(
-            session,
-            name="bench",
-            role=Role.submitter,
-            pepper=settings.secret_key.get_secret_value(),
-        )
+    key = services.new_api_key(sessions, settings, name="bench")
     env = settings_env(settings)
     env["CONVEYOR_LOG_LEVEL"] = "WARNING"
     with services.platform(env, log_dir) as platform:
@@ -138,16 +131,10 @@ def main() -> None:
     args = parser.parse_args()
 
     name = services.unique_name("conveyor_bench")
-    url = services.create_database(name)
+    url = services.create_migrated_database(name)
     redis_url = "redis://127.0.0.1:6379/13"
     redis.Redis.from_url(redis_url).flushdb()
     try:
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config(str(services.ROOT / "alembic.ini"))
-        config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://")
-        command.upgrade(config, "head")
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(
                 env="test", database_url=url, redis_url=redis_url, storage_dir=Path(tmp) / "storage"

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from core import db
 from core.settings import Settings
@@ -22,11 +20,7 @@ from tests import services
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     name = services.unique_name("conveyor_test")
-    url = services.create_database(name)
-    config = Config(str(services.ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    command.upgrade(config, "head")
-    yield url
+    yield services.create_migrated_database(name)
     services.drop_database(name)
 
 

@@ -18,6 +18,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import redis
+from alembic import command
+from alembic.config import Config
+
+from core import api_keys, db
+from core.api_keys import Role
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -59,6 +65,26 @@ def create_database(name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return database_url(name)
+
+
+def create_migrated_database(name: str) -> str:
+    """A new database ``name`` at the head migration; returns its URL."""
+    url = create_database(name)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    command.upgrade(config, "head")
+    return url
+
+
+def new_api_key(
+    sessions: db.Sessions, settings: Settings, role: Role = Role.submitter, name: str = "test"
+) -> str:
+    """Store a new API key and return its plain text."""
+    with db.transaction(sessions) as session:
+        _, plain = api_keys.create_key(
+            session, name=name, role=role, pepper=settings.secret_key.get_secret_value()
+        )
+    return plain
 
 
 def drop_database(name: str) -> None:

@@ -9,18 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from core import api_keys, db
+from core import db
 from core.api_keys import Role
 from core.settings import Settings
 from tests import services
-
-
-def make_key(sessions: db.Sessions, settings: Settings, role: Role, name: str = "e2e") -> str:
-    with db.transaction(sessions) as session:
-        _, plain = api_keys.create_key(
-            session, name=name, role=role, pepper=settings.secret_key.get_secret_value()
-        )
-    return plain
 
 
 @pytest.fixture
@@ -32,7 +24,7 @@ def api_client(
 
     def factory(role: Role = Role.submitter) -> httpx.Client:
         assert platform.api_url, "start the API first"
-        key = make_key(sessions, settings, role)
+        key = services.new_api_key(sessions, settings, role)
         client = httpx.Client(
             base_url=platform.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=10
         )

@@ -14,8 +14,7 @@ import httpx
 import redis
 import sqlalchemy as sa
 
-from core import api_keys, db
-from core.api_keys import Role
+from core import db
 from core.models import ImportRowError, Product
 from core.settings import Settings
 from tests import services
@@ -106,14 +105,6 @@ def flush_redis(url: str) -> None:
     client.close()
 
 
-def new_key(sessions: db.Sessions, settings: Settings, role: Role = Role.submitter) -> str:
-    with db.transaction(sessions) as session:
-        _, plain = api_keys.create_key(
-            session, name="imports", role=role, pepper=settings.secret_key.get_secret_value()
-        )
-    return plain
-
-
 def running_import_platform(
     settings: Settings, engine: sa.Engine, log_dir: Path, *, workers: int = 1, beat: bool = False
 ) -> Iterator[ImportPlatform]:
@@ -121,7 +112,7 @@ def running_import_platform(
     log_dir.mkdir(parents=True, exist_ok=True)
     flush_redis(settings.redis_url)
     sessions = db.make_sessionmaker(engine)
-    key = new_key(sessions, settings)
+    key = services.new_api_key(sessions, settings)
     with services.platform(settings_env(settings), log_dir) as platform:
         platform.start_api()
         for _ in range(workers):

@@ -20,7 +20,6 @@ from tests.e2e.import_support import (
     ImportPlatform,
     clean_imports,
     import_settings,
-    new_key,
     running_import_platform,
 )
 
@@ -183,7 +182,7 @@ def _multipart_chunks(csv_bytes: bytes) -> Iterator[bytes]:
 
 def test_upload_over_the_size_cap_is_413(database_url, engine, tmp_path) -> None:
     settings = import_settings(database_url, tmp_path / "storage", max_upload_bytes=1000)
-    key = new_key(db.make_sessionmaker(engine), settings)
+    key = services.new_api_key(db.make_sessionmaker(engine), settings)
     big = b"sku,name\n" + b"A,b\n" * 1000
     with services.platform(settings_env(settings), tmp_path) as platform:
         platform.start_api()

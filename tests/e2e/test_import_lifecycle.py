@@ -25,7 +25,6 @@ from tests.e2e.import_support import (
     ImportPlatform,
     clean_imports,
     import_settings,
-    new_key,
     running_import_platform,
 )
 from tests.product_csv import product_row, products_csv
@@ -198,7 +197,7 @@ def test_errors_pages_csv_download_and_visibility(fresh):
         ],
         ["'-E4", "b", "'-2", "5", "price", "price: Input should be greater than or equal to 0"],
     ]
-    stranger = new_key(fresh.sessions, fresh.settings, Role.submitter)
+    stranger = services.new_api_key(fresh.sessions, fresh.settings, Role.submitter)
     denied = fresh.client.get(
         f"/v1/jobs/{job['id']}/errors", headers={"Authorization": f"Bearer {stranger}"}
     )
@@ -279,7 +278,7 @@ def test_concurrent_duplicate_delivery_runs_the_import_once(fresh):
 def test_cli_import_waits_and_prints_the_counts(fresh, tmp_path):
     path = tmp_path / "cli.csv"
     path.write_bytes(b"sku,name,price\nC1,a,1\nC2,b,-1\n")
-    key = new_key(fresh.sessions, fresh.settings, Role.submitter)
+    key = services.new_api_key(fresh.sessions, fresh.settings, Role.submitter)
     env = {
         **settings_env(fresh.settings),
         "CONVEYOR_API_URL": fresh.platform.api_url or "",

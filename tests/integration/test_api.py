@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core import api_keys, db
+from core import db
 from core.api_keys import Role
 from core.models import Job
 from core.settings import Settings
@@ -50,21 +50,13 @@ def bearer(plain: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {plain}"}
 
 
-def make_key(sessions: db.Sessions, settings: Settings, role: Role, name: str) -> str:
-    with db.transaction(sessions) as session:
-        _, plain = api_keys.create_key(
-            session, name=name, role=role, pepper=settings.secret_key.get_secret_value()
-        )
-    return plain
-
-
 @pytest.fixture
 def keys(sessions: db.Sessions, settings: Settings) -> Keys:
     return Keys(
-        admin=bearer(make_key(sessions, settings, Role.admin, "admin")),
-        operator=bearer(make_key(sessions, settings, Role.operator, "ops")),
-        alice=bearer(make_key(sessions, settings, Role.submitter, "alice")),
-        bob=bearer(make_key(sessions, settings, Role.submitter, "bob")),
+        admin=bearer(services.new_api_key(sessions, settings, Role.admin, "admin")),
+        operator=bearer(services.new_api_key(sessions, settings, Role.operator, "ops")),
+        alice=bearer(services.new_api_key(sessions, settings, Role.submitter, "alice")),
+        bob=bearer(services.new_api_key(sessions, settings, Role.submitter, "bob")),
     )
 
 
