@@ -8,8 +8,9 @@ only hands the job id over; if the process dies first, the outbox relay publishe
 
 from __future__ import annotations
 
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from core import db
 from core import publisher as job_publisher
@@ -22,10 +23,14 @@ class Dispatcher:
         self._sessions = sessions
         self._publisher = publisher
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch")
+        self._pending = 0
+        self._lock = threading.Lock()
 
     def dispatch(self, *, kind: str, job_id: uuid.UUID, request_id: str | None) -> None:
         """Publish soon, never raising: dispatch_now leaves failures to the relay."""
-        self._pool.submit(
+        with self._lock:
+            self._pending += 1
+        future = self._pool.submit(
             job_publisher.dispatch_now,
             self._sessions,
             self._publisher,
@@ -33,6 +38,17 @@ class Dispatcher:
             job_id=job_id,
             request_id=request_id,
         )
+        future.add_done_callback(self._done)
+
+    def _done(self, _: Future[bool]) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        """No publish queued or in flight."""
+        with self._lock:
+            return self._pending == 0
 
     def close(self) -> None:
         """Finish publishes in flight; drop queued ones (their jobs stay in the outbox)."""

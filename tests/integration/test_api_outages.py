@@ -7,15 +7,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from core import api_keys, db
-from core.api_keys import Role
+from api.dispatcher import Dispatcher
+from core import db
 from core.models import Job
 from core.settings import Settings
 from tests import services
@@ -30,14 +32,7 @@ def redis_settings(settings: Settings, private_redis: services.RedisServer) -> S
 
 @pytest.fixture
 def headers(sessions: db.Sessions, settings: Settings) -> dict[str, str]:
-    with db.transaction(sessions) as session:
-        _, plain = api_keys.create_key(
-            session,
-            name="alice",
-            role=Role.submitter,
-            pepper=settings.secret_key.get_secret_value(),
-        )
-    return {"Authorization": f"Bearer {plain}"}
+    return {"Authorization": f"Bearer {services.new_api_key(sessions, settings)}"}
 
 
 @pytest.fixture
@@ -78,7 +73,10 @@ def test_redis_down_degrades_but_accepts_jobs(
     assert response.status_code == 202, response.text
     assert time.monotonic() - started < 2
     job_id = response.json()["id"]
-    assert dispatched_at(sessions, job_id) is None  # waits in the outbox
+    # The publish was tried (on the dispatcher's threads) and failed: the job waits.
+    dispatcher: Dispatcher = cast(FastAPI, client.app).state.dispatcher
+    services.wait_until(lambda: dispatcher.idle, timeout=5, message="publish tried")
+    assert dispatched_at(sessions, job_id) is None
 
     # Status is still served from PostgreSQL.
     assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "queued"
