@@ -13,7 +13,7 @@ setup:
 check:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy core api jobs migrations tests bench
+	.venv/bin/mypy core api jobs cli migrations tests bench
 	.venv/bin/lint-imports
 
 bench: setup

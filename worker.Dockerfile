@@ -17,6 +17,7 @@ RUN groupadd --system --gid 10001 conveyor \
 WORKDIR /app
 COPY pyproject.toml alembic.ini ./
 COPY core ./core
+COPY cli ./cli
 COPY api ./api
 COPY jobs ./jobs
 COPY migrations ./migrations

@@ -20,11 +20,11 @@ from api.middleware import RequestContextMiddleware
 from api.relay_loop import RelayLoop
 from api.routes import api_keys, health, imports, jobs, metrics
 from core import db
-from core.circuit_breaker import RedisBreaker
+from core.broker.breaker import RedisBreaker
+from core.broker.publisher import JobPublisher
+from core.broker.redis_client import make_redis
 from core.logging import configure_logging
 from core.metrics import build_registry
-from core.publisher import JobPublisher
-from core.redis_client import make_redis
 from core.settings import Settings, get_settings
 
 

@@ -19,9 +19,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.dispatcher import Dispatcher
 from core import api_keys, db
 from core.api_keys import Principal, Role
-from core.circuit_breaker import RedisBreaker
+from core.broker.breaker import RedisBreaker
+from core.broker.publisher import JobPublisher
 from core.errors import Forbidden, NotFound, Unauthenticated
-from core.publisher import JobPublisher
 from core.settings import Settings
 
 # auto_error=False: a missing or malformed header must become our own 401 problem, not

@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from core import db
-from core import publisher as job_publisher
+from core.broker import publisher as job_publisher
 
 
 class Dispatcher:

@@ -1,6 +1,6 @@
 """The API process's outbox relay: publishes jobs whose publish after commit failed (Redis
 down, breaker open) as soon as Redis is back, without waiting for Celery beat, and notices a
-Redis that came back empty (core.broker_epoch).
+Redis that came back empty (core.broker.epoch).
 
 Several API processes and beat may relay at once; ``relay_undispatched`` locks rows SKIP
 LOCKED, so they split the work instead of publishing the same jobs together.
@@ -17,8 +17,9 @@ import pybreaker
 import redis
 import structlog
 
-from core import db, publisher
-from core.circuit_breaker import RedisBreaker
+from core import db
+from core.broker import publisher, relay
+from core.broker.breaker import RedisBreaker
 from core.errors import ConveyorError
 
 log = structlog.get_logger(__name__)
@@ -75,15 +76,15 @@ class RelayLoop:
     async def run_once(self) -> None:
         """One relay pass in a worker thread (core is sync). Errors are logged, never raised:
         the loop must outlive a database or Redis outage."""
-        relay = functools.partial(
-            publisher.relay_pass,
+        one_pass = functools.partial(
+            relay.relay_pass,
             self.sessions,
             self.publisher,
             self.redis,
-            min_age=publisher.REQUEST_PUBLISH_GRACE,
+            min_age=relay.REQUEST_PUBLISH_GRACE,
         )
         try:
-            await anyio.to_thread.run_sync(relay)
+            await anyio.to_thread.run_sync(one_pass)
         except ConveyorError as error:  # DatabaseUnavailable, mostly
             log.warning("relay_loop.pass_failed", code=error.code, error=error.message)
         except Exception:

@@ -16,12 +16,11 @@ ConveyorError
 ├── LeaseLost                 a worker's write was fenced off (another attempt owns the job)
 ├── JobCancelled              raised between units when cancel was requested
 └── JobFailed                 a job body gives up: carries code, message and optional where
-    └── ImportFailed          a CSV import gives up as a whole; code from ImportFailureCode
+    └── ImportFailed          (core.imports.failures) a CSV import gives up as a whole
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Any, ClassVar
 
 
@@ -129,27 +128,3 @@ class JobFailed(ConveyorError):
         super().__init__(message, where=where)
         if code is not None:
             self.code = code  # type: ignore[misc]
-
-
-class ImportFailureCode(enum.StrEnum):
-    """Why an import failed as a whole (the job's ``error.code``). Rejected *rows* have their
-    own codes (``core.import_errors.RowErrorCode``) and do not fail the job."""
-
-    empty_file = "empty_file"
-    not_csv = "not_csv"
-    undecodable = "undecodable"
-    missing_column = "missing_column"
-    duplicate_header = "duplicate_header"
-    unknown_header = "unknown_header"
-    error_threshold_exceeded = "error_threshold_exceeded"
-    upload_missing = "upload_missing"
-    load_failed = "load_failed"
-
-
-class ImportFailed(JobFailed):
-    """The import failed."""
-
-    def __init__(
-        self, code: ImportFailureCode, message: str, *, where: dict[str, Any] | None = None
-    ):
-        super().__init__(message, code=code.value, where=where)

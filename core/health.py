@@ -13,8 +13,9 @@ import redis
 import sqlalchemy as sa
 import structlog
 
-from core import db, job_store
-from core.circuit_breaker import RedisBreaker
+from core import db
+from core.broker.breaker import RedisBreaker
+from core.lifecycle import queries
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ def outbox_status(sessions: db.Sessions) -> dict[str, Any]:
     """Jobs committed but not yet published; a growing age means the relay cannot publish.
     Raises DatabaseUnavailable like any other read."""
     with db.transaction(sessions) as session:
-        count, oldest = job_store.outbox_stats(session)
+        count, oldest = queries.outbox_stats(session)
     return {
         "undispatched": count,
         "oldest_age_seconds": round(oldest, 3) if oldest is not None else None,

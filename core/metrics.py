@@ -16,9 +16,10 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from core import db, job_store
-from core.circuit_breaker import STATES, RedisBreaker
-from core.queue_depth import queue_depths
+from core import db
+from core.broker.breaker import STATES, RedisBreaker
+from core.broker.queue_depth import queue_depths
+from core.lifecycle import queries
 
 log = structlog.get_logger(__name__)
 
@@ -86,8 +87,8 @@ class ConveyorCollector:
     def _database(self) -> Iterator[Metric]:
         try:
             with db.transaction(self.sessions) as session:
-                counts = job_store.job_counts(session)
-                undispatched, oldest = job_store.outbox_stats(session)
+                counts = queries.job_counts(session)
+                undispatched, oldest = queries.outbox_stats(session)
         except Exception as error:  # DatabaseUnavailable mostly; a scrape must not fail
             log.warning("metrics.database_unavailable", error=type(error).__name__)
             yield GaugeMetricFamily("conveyor_database_up", "PostgreSQL answered.", value=0.0)

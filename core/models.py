@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
-from core.job_states import JobStatus
+from core.lifecycle.states import JobStatus
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 
@@ -126,7 +126,7 @@ class ImportRowError(Base):
 
 
 class Product(Base):
-    """Target of the built-in ``products`` importer (see core/importers/products.py)."""
+    """Target of the built-in ``products`` importer (see core/imports/products.py)."""
 
     __tablename__ = "products"
     __table_args__ = (

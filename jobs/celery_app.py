@@ -12,13 +12,13 @@ from celery import Celery, signals
 from celery.schedules import schedule
 
 from core import db
-from core.celery_config import celery_config
-from core.circuit_breaker import RedisBreaker
+from core.broker.breaker import RedisBreaker
+from core.broker.celery_config import celery_config
+from core.broker.publisher import JobPublisher
+from core.broker.redis_client import make_redis
+from core.broker.task_names import REAPER_TASK, RELAY_TASK, route_for
 from core.logging import clear_context, configure_logging
-from core.publisher import JobPublisher
-from core.redis_client import make_redis
 from core.settings import Settings, get_settings
-from core.task_names import REAPER_TASK, RELAY_TASK, route_for
 from jobs import diagnostics, periodic
 from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask

@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from core import db, job_store
+from core import db
 from core.errors import DatabaseUnavailable, JobCancelled
+from core.lifecycle import commands
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -59,7 +60,7 @@ class JobContext:
     params: dict[str, Any]
     attempt: int
     checkpoint: dict[str, Any] | None
-    lease: job_store.Lease
+    lease: commands.Lease
     sessions: db.Sessions
     settings: Settings
     # The result so far; reported if the job is cancelled or fails part-way.
@@ -81,7 +82,7 @@ class JobContext:
     def _commit_once(self, work: Callable[[Session], Progress]) -> bool:
         with db.transaction(self.sessions) as session:
             progress = work(session)
-            return job_store.save_progress(
+            return commands.save_progress(
                 session,
                 lease=self.lease,
                 lease_seconds=self.settings.lease_seconds,

@@ -15,9 +15,10 @@ import structlog
 from celery import Task
 from celery.exceptions import Reject
 
-from core import db, job_store
+from core import db
 from core.errors import ConveyorError, DatabaseUnavailable, JobCancelled, JobFailed, LeaseLost
-from core.job_states import JobStatus
+from core.lifecycle import commands
+from core.lifecycle.states import JobStatus
 from core.logging import bind_job_context
 from core.settings import Settings
 from jobs.job_context import JobContext, with_database_retry
@@ -53,7 +54,7 @@ class JobTask(Task):  # type: ignore[misc]
 
         def finish() -> None:
             with db.transaction(sessions) as session:
-                job_store.finish_job(
+                commands.finish_job(
                     session,
                     lease=ctx.lease,
                     status=status,
@@ -75,13 +76,13 @@ class JobTask(Task):  # type: ignore[misc]
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
         with db.transaction(sessions) as session:
-            lease = job_store.claim_job(
+            lease = commands.claim_job(
                 session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
             )
             if lease is None:
                 log.info("job.not_claimed", job_id=str(job_id))
                 return None
-            job = job_store.load_claimed(session, lease=lease)
+            job = commands.load_claimed(session, lease=lease)
             bind_job_context(job_id=str(job_id), request_id=job.request_id, attempt=lease.attempt)
             return JobContext(
                 job_id=job_id,

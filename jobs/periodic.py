@@ -7,8 +7,10 @@ from typing import Any
 import redis
 import structlog
 
-from core import db, job_store
-from core.publisher import REQUEST_PUBLISH_GRACE, JobPublisher, relay_pass, relay_undispatched
+from core import db
+from core.broker.publisher import JobPublisher
+from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, relay_undispatched
+from core.lifecycle import commands
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +25,7 @@ def reap_leases(sessions: db.Sessions, publisher: JobPublisher) -> dict[str, Any
     """Put back jobs whose worker died or hung, then publish them at once (not at the next
     relay tick), so recovery takes about one lease plus one reaper interval."""
     with db.transaction(sessions) as session:
-        requeued, exhausted = job_store.requeue_expired(session, limit=500)
+        requeued, exhausted = commands.requeue_expired(session, limit=500)
     if requeued or exhausted:
         log.warning("reaper.requeued", requeued=[str(j.id) for j in requeued], failed=exhausted)
     relayed = relay_undispatched(sessions, publisher) if requeued else {"published": 0}

@@ -22,9 +22,9 @@ from api.schemas.health import (
     RedisCheck,
 )
 from core import health
+from core.broker.queue_depth import queue_depths
+from core.broker.task_names import QUEUES
 from core.errors import DatabaseUnavailable
-from core.queue_depth import queue_depths
-from core.task_names import QUEUES
 
 router = APIRouter(prefix="/health", tags=["health"])
 

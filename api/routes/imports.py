@@ -34,11 +34,13 @@ from api.schemas.imports import (
 from api.schemas.jobs import JobOut
 from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
-from core import db, import_errors, job_store
+from core import db
 from core.api_keys import Principal
 from core.errors import InvalidRequest, NotFound
-from core.importers import IMPORTERS, get_importer
-from core.importers.options import ImportParams, StoredFile
+from core.imports import row_errors
+from core.imports.options import ImportParams, StoredFile
+from core.imports.registry import IMPORTERS, get_importer
+from core.lifecycle import commands, queries
 from core.models import Job
 from core.settings import Settings
 from core.storage import StoredUpload, UploadWriter
@@ -73,7 +75,7 @@ def _submit(
     request_id: str | None,
 ) -> tuple[JobOut, bool]:
     with db.transaction(sessions) as session:
-        submitted = job_store.submit_job(
+        submitted = commands.submit_job(
             session,
             kind=IMPORT_KIND,
             params=params.model_dump(mode="json"),
@@ -151,7 +153,7 @@ async def list_importers(principal: CurrentPrincipal) -> ImporterList:
 
 def _import_job(sessions: db.Sessions, job_id: uuid.UUID, principal: Principal) -> Job:
     with db.transaction(sessions) as session:
-        job = job_store.get_job(session, job_id=job_id, principal=principal)
+        job = queries.get_job(session, job_id=job_id, principal=principal)
     if job.kind != IMPORT_KIND:
         raise NotFound(f"Job {job_id} is not an import; it has no rejected rows.")
     return job
@@ -168,9 +170,7 @@ def _csv_download(sessions: db.Sessions, job: Job) -> StreamingResponse:
 
     def lines() -> Iterator[bytes]:
         with db.transaction(sessions) as session:
-            yield from rejected_csv.render(
-                import_errors.iter_errors(session, job_id=job.id), header
-            )
+            yield from rejected_csv.render(row_errors.iter_errors(session, job_id=job.id), header)
 
     return StreamingResponse(
         lines(),
@@ -205,7 +205,7 @@ def list_import_errors(
     if format == "csv":
         return _csv_download(sessions, job)
     with db.transaction(sessions) as session:
-        errors, next_cursor = import_errors.list_errors(
+        errors, next_cursor = row_errors.list_errors(
             session, job_id=job_id, limit=limit, cursor=cursor
         )
         return RowErrorPage(

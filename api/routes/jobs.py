@@ -24,8 +24,9 @@ from api.deps import (
 )
 from api.schemas.jobs import JobEventOut, JobEventPage, JobOut, JobPage, JobSubmission
 from api.schemas.problems import problem_responses
-from core import db, job_store
-from core.job_states import JobStatus
+from core import db
+from core.lifecycle import commands, events, queries
+from core.lifecycle.states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
 
@@ -55,7 +56,7 @@ def submit_job(
 ) -> JobOut:
     params = submission.validated_params()
     with db.transaction(sessions) as session:
-        submitted = job_store.submit_job(
+        submitted = commands.submit_job(
             session,
             kind=submission.kind,
             params=params,
@@ -83,7 +84,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobPage:
     with db.transaction(sessions) as session:
-        jobs, next_cursor = job_store.list_jobs(
+        jobs, next_cursor = queries.list_jobs(
             session, principal=principal, status=status, kind=kind, limit=limit, cursor=cursor
         )
         return JobPage(items=[JobOut.from_job(job) for job in jobs], next_cursor=next_cursor)
@@ -92,7 +93,7 @@ def list_jobs(
 @router.get("/{job_id}", summary="Get a job", responses=problem_responses(404))
 def get_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -> JobOut:
     with db.transaction(sessions) as session:
-        return JobOut.from_job(job_store.get_job(session, job_id=job_id, principal=principal))
+        return JobOut.from_job(queries.get_job(session, job_id=job_id, principal=principal))
 
 
 @router.post(
@@ -104,7 +105,7 @@ def get_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -> J
 )
 def cancel_job(job_id: JobId, sessions: Sessions, principal: CurrentPrincipal) -> JobOut:
     with db.transaction(sessions) as session:
-        job = job_store.request_cancel(session, job_id=job_id, principal=principal)
+        job = commands.request_cancel(session, job_id=job_id, principal=principal)
         return JobOut.from_job(job)
 
 
@@ -124,7 +125,7 @@ def retry_job(
 ) -> JobOut:
     with db.transaction(sessions) as session:
         job = JobOut.from_job(
-            job_store.retry_job(
+            commands.retry_job(
                 session,
                 job_id=job_id,
                 principal=principal,
@@ -144,6 +145,6 @@ def list_job_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> JobEventPage:
     with db.transaction(sessions) as session:
-        job_store.get_job(session, job_id=job_id, principal=principal)  # visibility check
-        events = job_store.list_events(session, job_id=job_id, after_id=after, limit=limit)
-        return JobEventPage(items=[JobEventOut.from_event(event) for event in events])
+        queries.get_job(session, job_id=job_id, principal=principal)  # visibility check
+        page = events.list_events(session, job_id=job_id, after_id=after, limit=limit)
+        return JobEventPage(items=[JobEventOut.from_event(event) for event in page])

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.importers import Importer
-from core.importers.options import ImportParams, StoredFile, parse_error_threshold
+from core.imports.importer import Importer
+from core.imports.options import ImportParams, StoredFile, parse_error_threshold
 from core.models import ImportRowError
 
 # The multipart form, documented for OpenAPI (the route parses the stream itself).

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.job_states import JobStatus
+from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
 
@@ -33,7 +33,7 @@ class SleepParams(BaseModel):
     )
 
 
-# The kinds of core.task_names.GENERIC_KINDS, each with the model of its params.
+# The kinds of core.broker.task_names.GENERIC_KINDS, each with the model of its params.
 JobKind = Literal["noop", "sleep"]
 PARAMS_MODELS: dict[str, type[BaseModel]] = {"noop": NoopParams, "sleep": SleepParams}
 

@@ -1,1 +1,1 @@
-"""CSV imports: the loading machinery. Importer definitions live in ``core.importers``."""
+"""CSV imports: the loading machinery. Importer definitions live in ``core.imports``."""

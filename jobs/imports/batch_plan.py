@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.import_errors import RowError, RowErrorCode
+from core.imports.row_errors import RowError, RowErrorCode
 from jobs.imports.row_validation import CheckedBatch
 
 Key = str | tuple[str, ...]

@@ -28,9 +28,10 @@ import psycopg
 import psycopg.errors
 from sqlalchemy.orm import Session
 
-from core.errors import DatabaseUnavailable, ImportFailed
-from core.errors import ImportFailureCode as Failure
-from core.importers import Importer
+from core.errors import DatabaseUnavailable
+from core.imports.failures import ImportFailed
+from core.imports.failures import ImportFailureCode as Failure
+from core.imports.importer import Importer
 from jobs.imports.batch_plan import Key
 from jobs.imports.prepared_batch import PreparedBatch
 

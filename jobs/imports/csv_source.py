@@ -4,7 +4,7 @@ undecodable), the header and its delimiter, then records in batches with exact r
 Resuming needs the byte offset where the next record starts. Lines are read from the binary
 file and decoded one by one for ``csv.reader``, which pulls exactly the lines a record needs
 (quoted newlines included) and no more, so after any record ``file.tell()`` is the start of
-the next one. Encodings must therefore be ASCII-compatible (see core/importers/options.py).
+the next one. Encodings must therefore be ASCII-compatible (see core/imports/options.py).
 
 Row numbers are record numbers, as a spreadsheet shows them: the header is row 1, a record
 with quoted newlines is one row, and a blank line is a row (skipped, never loaded).
@@ -20,10 +20,10 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from core.errors import ImportFailed
-from core.errors import ImportFailureCode as Failure
-from core.import_errors import RowError, RowErrorCode
-from core.importers import normalise_header
+from core.imports.failures import ImportFailed
+from core.imports.failures import ImportFailureCode as Failure
+from core.imports.importer import normalise_header
+from core.imports.row_errors import RowError, RowErrorCode
 
 UTF8_BOM = codecs.BOM_UTF8
 _WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from core.importers import Column, ColumnKind
+from core.imports.importer import Column, ColumnKind
 
 # [0-9], never \d: \d also matches other scripts' digits, which the model does not accept.
 _INNER = r"[^\t\x00]"  # any character but the cell separator and NUL

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from core.errors import ImportFailed
-from core.errors import ImportFailureCode as Failure
-from core.importers import Column, Importer, normalise_header
+from core.imports.failures import ImportFailed
+from core.imports.failures import ImportFailureCode as Failure
+from core.imports.importer import Column, Importer, normalise_header
 
 
 def match_header(fields: list[str], importer: Importer, *, row: int) -> tuple[Column, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from core.importers.options import ImportParams
+from core.imports.options import ImportParams
 from jobs.imports.bulk_load import LoadResult
 from jobs.imports.csv_source import Header
 from jobs.imports.prepared_batch import PreparedBatch

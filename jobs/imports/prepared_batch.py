@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.import_errors import RowError
+from core.imports.row_errors import RowError
 from jobs.imports.batch_plan import Key, LoadPlan
 from jobs.imports.csv_source import RawBatch
 from jobs.imports.row_validation import CheckedBatch

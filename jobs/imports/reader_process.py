@@ -28,7 +28,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import structlog
 
-from core.errors import ImportFailed, ImportFailureCode
+from core.imports.failures import ImportFailed, ImportFailureCode
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.import_errors import RowError, RowErrorCode
-from core.importers import Column, ColumnKind
+from core.imports.importer import Column, ColumnKind
+from core.imports.row_errors import RowError, RowErrorCode
 from jobs.imports.fast_checks import RowCheck
 
 _CODES = {

@@ -16,11 +16,14 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
-from core import import_errors, storage
-from core.errors import ImportFailed, NotFound
-from core.errors import ImportFailureCode as Failure
-from core.importers import Importer, get_importer
-from core.importers.options import ImportParams
+from core import storage
+from core.errors import NotFound
+from core.imports import row_errors
+from core.imports.failures import ImportFailed
+from core.imports.failures import ImportFailureCode as Failure
+from core.imports.importer import Importer
+from core.imports.options import ImportParams
+from core.imports.registry import get_importer
 from jobs.imports.batch_plan import duplicate_key_error, plan_batch
 from jobs.imports.bulk_load import BulkLoader
 from jobs.imports.csv_source import RecordReader, prescan, read_header
@@ -69,7 +72,7 @@ def _start(
     state = ImportState.starting(header, encoding=encoding, estimate=max(lines - header.row, 0))
 
     def begin(session: Session) -> Progress:
-        import_errors.delete_for_job(session, job_id=ctx.job_id)  # a retry starts over
+        row_errors.delete_for_job(session, job_id=ctx.job_id)  # a retry starts over
         ctx.result = state.result(params)
         return state.progress()
 
@@ -145,7 +148,7 @@ def _commit_batch(
             duplicate_key_error(batch.row_numbers[i], importer.key, batch.keys[i], raws[i])
             for i in found
         ]
-        import_errors.add_row_errors(session, job_id=ctx.job_id, errors=batch.errors + existing)
+        row_errors.add_row_errors(session, job_id=ctx.job_id, errors=batch.errors + existing)
         after = state.advanced(batch, loaded, existing=len(existing), dry_run=params.dry_run)
         ctx.result = after.result(params)
         committed[:] = [after]

@@ -15,10 +15,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core import db, job_store
+from core import db
 from core.api_keys import Role
-from core.celery_config import celery_config
-from core.job_states import JobStatus
+from core.broker.celery_config import celery_config
+from core.lifecycle import commands
+from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 from core.settings import Settings
 from tests import services
@@ -223,7 +224,7 @@ def _load(sessions: db.Sessions, job_id: str) -> Job:
 def _dead_workers_last_attempt(sessions: db.Sessions) -> str:
     """A job whose worker died on its last allowed attempt: running, lease expired."""
     with db.transaction(sessions) as session:
-        job = job_store.submit_job(
+        job = commands.submit_job(
             session, kind="noop", params={}, principal_id=None, max_attempts=2
         ).job
         session.execute(
@@ -273,7 +274,7 @@ def test_killed_worker_job_is_reaped_within_the_bound(
     assert finished["result"]["resumed_at_step"] >= 3
     gave_up = _load(sessions, exhausted)
     assert gave_up.status == "failed"
-    assert gave_up.error_code == job_store.ATTEMPTS_EXHAUSTED
+    assert gave_up.error_code == commands.ATTEMPTS_EXHAUSTED
 
 
 # --- PostgreSQL cut off -----------------------------------------------------------------------

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from core import db
 from core.api_keys import Role
-from core.circuit_breaker import RedisBreaker
+from core.broker.breaker import RedisBreaker
+from core.broker.publisher import JobPublisher
 from core.models import ImportRowError, JobEvent
-from core.publisher import JobPublisher
 from tests import services
 from tests.conftest import settings_env
 from tests.e2e.import_support import (

@@ -15,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 
+from cli.launch import api_argv, flower_command, worker_argv
+from cli.supervisor import ChildSpec, Supervisor
 from core import api_keys, db, models  # noqa: F401  (models registers the tables)
-from core.launch import api_argv, flower_command, worker_argv
-from core.process_supervisor import ChildSpec, Supervisor
 from core.settings import Settings
 from tests import services
 

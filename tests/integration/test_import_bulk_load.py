@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core import db
-from core.importers import IMPORTERS
+from core.imports.registry import IMPORTERS
 from core.models import Product
 from jobs.imports.batch_plan import plan_batch
 from jobs.imports.bulk_load import BulkLoader, LoadResult

@@ -11,10 +11,11 @@ from typing import TypeVar
 
 import pytest
 
-from core import api_keys, db, job_store
+from core import api_keys, db
 from core.api_keys import Role
 from core.errors import IdempotencyConflict, LeaseLost
-from core.job_states import JobStatus
+from core.lifecycle import commands, outbox
+from core.lifecycle.states import JobStatus
 from core.models import Job
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ def new_job(
     params: dict[str, object] | None = None,
 ) -> uuid.UUID:
     with db.transaction(sessions) as session:
-        submitted = job_store.submit_job(
+        submitted = commands.submit_job(
             session,
             kind="sleep",
             params=dict(params or {"seconds": 1}),
@@ -56,9 +57,9 @@ def load(sessions: db.Sessions, job_id: uuid.UUID) -> Job:
 
 def claim(
     sessions: db.Sessions, job_id: uuid.UUID, owner: str, lease_seconds: float = 30
-) -> job_store.Lease | None:
+) -> commands.Lease | None:
     with db.transaction(sessions) as session:
-        return job_store.claim_job(session, job_id=job_id, owner=owner, lease_seconds=lease_seconds)
+        return commands.claim_job(session, job_id=job_id, owner=owner, lease_seconds=lease_seconds)
 
 
 def race(count: int, action: Callable[[int], T]) -> list[T]:
@@ -88,9 +89,9 @@ def race(count: int, action: Callable[[int], T]) -> list[T]:
 
 
 def test_idempotent_submit(sessions: db.Sessions, principal_id: uuid.UUID) -> None:
-    def submit(params: dict[str, object]) -> job_store.Submitted:
+    def submit(params: dict[str, object]) -> commands.Submitted:
         with db.transaction(sessions) as session:
-            return job_store.submit_job(
+            return commands.submit_job(
                 session,
                 kind="sleep",
                 params=params,
@@ -115,7 +116,7 @@ def test_concurrent_idempotent_submits_make_one_job(
 ) -> None:
     def submit(_: int) -> tuple[uuid.UUID, bool]:
         with db.transaction(sessions) as session:
-            submitted = job_store.submit_job(
+            submitted = commands.submit_job(
                 session,
                 kind="noop",
                 params={},
@@ -157,13 +158,13 @@ def test_stale_lease_is_taken_over_and_old_owner_is_fenced(sessions: db.Sessions
     assert new.attempt == 2
 
     with pytest.raises(LeaseLost), db.transaction(sessions) as session:
-        job_store.save_progress(session, lease=old, lease_seconds=30, done=1, total=2)
+        commands.save_progress(session, lease=old, lease_seconds=30, done=1, total=2)
     with pytest.raises(LeaseLost), db.transaction(sessions) as session:
-        job_store.finish_job(session, lease=old, status=JobStatus.succeeded, result={"x": 1})
+        commands.finish_job(session, lease=old, status=JobStatus.succeeded, result={"x": 1})
 
     with db.transaction(sessions) as session:
-        assert job_store.save_progress(session, lease=new, lease_seconds=30, done=1) is False
-        job_store.finish_job(session, lease=new, status=JobStatus.succeeded, result={"ok": True})
+        assert commands.save_progress(session, lease=new, lease_seconds=30, done=1) is False
+        commands.finish_job(session, lease=new, status=JobStatus.succeeded, result={"ok": True})
     job = load(sessions, job_id)
     assert job.status == JobStatus.succeeded
     assert job.result == {"ok": True}
@@ -176,14 +177,14 @@ def test_save_progress_reports_cancel_request(sessions: db.Sessions) -> None:
     lease = claim(sessions, job_id, owner="w")
     assert lease is not None
     with db.transaction(sessions) as session:
-        assert job_store.save_progress(session, lease=lease, lease_seconds=30, done=1) is False
+        assert commands.save_progress(session, lease=lease, lease_seconds=30, done=1) is False
     with db.transaction(sessions) as session:
-        job = job_store.request_cancel(session, job_id=job_id, principal=None)
+        job = commands.request_cancel(session, job_id=job_id, principal=None)
         assert job.status == JobStatus.running  # running jobs stop between units
         assert job.cancel_requested is True
     with db.transaction(sessions) as session:
         assert (
-            job_store.save_progress(
+            commands.save_progress(
                 session, lease=lease, lease_seconds=30, done=2, checkpoint={"step": 2}
             )
             is True
@@ -196,10 +197,10 @@ def test_retry_resets_a_failed_job(sessions: db.Sessions) -> None:
     lease = claim(sessions, job_id, owner="w")
     assert lease is not None
     with db.transaction(sessions) as session:
-        job_store.save_progress(
+        commands.save_progress(
             session, lease=lease, lease_seconds=30, done=3, total=10, checkpoint={"at": 3}
         )
-        job_store.finish_job(
+        commands.finish_job(
             session,
             lease=lease,
             status=JobStatus.failed,
@@ -207,7 +208,7 @@ def test_retry_resets_a_failed_job(sessions: db.Sessions) -> None:
             error_message="it broke",
         )
     with db.transaction(sessions) as session:
-        job = job_store.retry_job(session, job_id=job_id, principal=None, attempts_budget=3)
+        job = commands.retry_job(session, job_id=job_id, principal=None, attempts_budget=3)
     assert job.status == JobStatus.queued
     assert job.error_code is None
     assert job.error_message is None
@@ -233,11 +234,11 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
         assert claim(sessions, job_id, owner="dead", lease_seconds=TINY_LEASE) is not None
     assert claim(sessions, healthy, owner="alive", lease_seconds=30) is not None
     with db.transaction(sessions) as session:  # as if published before the worker died
-        job_store.mark_dispatched(session, job_ids=[retryable, exhausted, healthy])
+        outbox.mark_dispatched(session, job_ids=[retryable, exhausted, healthy])
     time.sleep(TINY_LEASE * 4)
 
     with db.transaction(sessions) as session:
-        requeued, failed = job_store.requeue_expired(session, limit=100)
+        requeued, failed = commands.requeue_expired(session, limit=100)
     assert [job.id for job in requeued] == [retryable]
     assert failed == 1
 
@@ -247,12 +248,12 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
     assert job.lease_owner is None
     dead = load(sessions, exhausted)
     assert dead.status == JobStatus.failed
-    assert dead.error_code == job_store.ATTEMPTS_EXHAUSTED
+    assert dead.error_code == commands.ATTEMPTS_EXHAUSTED
     assert dead.finished_at is not None
     assert load(sessions, healthy).status == JobStatus.running
 
     with db.transaction(sessions) as session:
-        assert job_store.requeue_expired(session, limit=100) == ([], 0)
+        assert commands.requeue_expired(session, limit=100) == ([], 0)
 
 
 # --- outbox -------------------------------------------------------------------------------------
@@ -261,15 +262,15 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
 def test_lock_undispatched_skips_rows_locked_by_another_relay(sessions: db.Sessions) -> None:
     job_ids = {new_job(sessions) for _ in range(5)}
     with db.transaction(sessions) as first, db.transaction(sessions) as second:
-        batch_one = {job.id for job in job_store.lock_undispatched(first, limit=3)}
-        batch_two = {job.id for job in job_store.lock_undispatched(second, limit=10)}
+        batch_one = {job.id for job in outbox.lock_undispatched(first, limit=3)}
+        batch_two = {job.id for job in outbox.lock_undispatched(second, limit=10)}
         assert len(batch_one) == 3
         assert len(batch_two) == 2
         assert batch_one.isdisjoint(batch_two)
         assert batch_one | batch_two == job_ids
-        job_store.mark_dispatched(first, job_ids=list(batch_one))
+        outbox.mark_dispatched(first, job_ids=list(batch_one))
     with db.transaction(sessions) as session:
-        left = {job.id for job in job_store.lock_undispatched(session, limit=10)}
+        left = {job.id for job in outbox.lock_undispatched(session, limit=10)}
     assert left == batch_two  # the second relay committed without publishing
 
 
@@ -279,9 +280,9 @@ def test_concurrent_relays_never_share_a_row(sessions: db.Sessions) -> None:
 
     def relay(_: int) -> list[uuid.UUID]:
         with db.transaction(sessions) as session:
-            jobs = job_store.lock_undispatched(session, limit=8)
+            jobs = outbox.lock_undispatched(session, limit=8)
             time.sleep(0.1)  # hold the locks while the other relays look
-            job_store.mark_dispatched(session, job_ids=[job.id for job in jobs])
+            outbox.mark_dispatched(session, job_ids=[job.id for job in jobs])
             return [job.id for job in jobs]
 
     batches = race(3, relay)

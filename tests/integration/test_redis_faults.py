@@ -14,14 +14,16 @@ import pybreaker
 import pytest
 import redis
 
-from core import db, job_store
-from core.broker_epoch import EPOCH_KEY
-from core.circuit_breaker import RedisBreaker
-from core.job_states import JobStatus
+from core import db
+from core.broker.breaker import RedisBreaker
+from core.broker.epoch import EPOCH_KEY
+from core.broker.publisher import JobPublisher
+from core.broker.queue_depth import queue_depths
+from core.broker.redis_client import make_redis
+from core.broker.relay import relay_pass, relay_undispatched
+from core.lifecycle import commands, queries
+from core.lifecycle.states import JobStatus
 from core.models import Job
-from core.publisher import JobPublisher, relay_pass, relay_undispatched
-from core.queue_depth import queue_depths
-from core.redis_client import make_redis
 from core.settings import Settings
 from tests import services
 
@@ -48,7 +50,7 @@ def make_publisher(settings: Settings) -> JobPublisher:
 def new_jobs(sessions: db.Sessions, count: int, kind: str = "noop") -> list[uuid.UUID]:
     with db.transaction(sessions) as session:
         return [
-            job_store.submit_job(
+            commands.submit_job(
                 session, kind=kind, params={}, principal_id=None, max_attempts=5
             ).job.id
             for _ in range(count)
@@ -155,7 +157,7 @@ def test_two_relays_publish_each_pending_job_once(
     assert sum(publisher.published for publisher in publishers) == len(job_ids)
     assert broker.llen("default") == len(job_ids)
     with db.transaction(sessions) as session:
-        assert job_store.outbox_stats(session)[0] == 0
+        assert queries.outbox_stats(session)[0] == 0
 
 
 def test_a_redis_that_lost_its_data_gets_the_published_jobs_back(
@@ -172,7 +174,7 @@ def test_a_redis_that_lost_its_data_gets_the_published_jobs_back(
         assert first == {"published": 2, "pending": 0, "requeued_after_broker_reset": 0}
         assert broker.exists(EPOCH_KEY)
         with db.transaction(sessions) as session:
-            assert job_store.claim_job(session, job_id=running, owner="w", lease_seconds=30)
+            assert commands.claim_job(session, job_id=running, owner="w", lease_seconds=30)
         assert relay_pass(sessions, publisher, client)["requeued_after_broker_reset"] == 0
 
         private_redis.stop()  # no persistence: both messages and the marker are gone

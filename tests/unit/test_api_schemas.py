@@ -11,8 +11,8 @@ from api.error_handlers import http_status_for
 from api.middleware import accepted_request_id
 from api.schemas.jobs import PARAMS_MODELS, JobKind, JobSubmission, _percent
 from core import errors
-from core.job_states import JobStatus
-from core.task_names import GENERIC_KINDS
+from core.broker.task_names import GENERIC_KINDS
+from core.lifecycle.states import JobStatus
 
 
 def test_every_generic_kind_has_a_params_model() -> None:

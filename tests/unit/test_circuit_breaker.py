@@ -10,7 +10,7 @@ import time
 import pybreaker
 import pytest
 
-from core.circuit_breaker import RedisBreaker
+from core.broker.breaker import RedisBreaker
 
 
 def fail() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.import_command import RateMeter, progress_line, summary
+from cli.import_client import RateMeter, progress_line, summary
 
 
 def _job(status, done, total, failed=0, result=None, error=None):

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from core.errors import ImportFailed
-from core.import_errors import RowErrorCode
+from core.imports.failures import ImportFailed
+from core.imports.row_errors import RowErrorCode
 from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
 
 KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}

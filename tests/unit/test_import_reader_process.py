@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.errors import ImportFailed, ImportFailureCode
+from core.imports.failures import ImportFailed, ImportFailureCode
 from jobs.imports.reader_process import ReaderCrashed, run_in_child
 
 

@@ -9,8 +9,8 @@ import string
 
 import pytest
 
-from core.import_errors import RowErrorCode
-from core.importers import IMPORTERS
+from core.imports.registry import IMPORTERS
+from core.imports.row_errors import RowErrorCode
 from jobs.imports.batch_plan import plan_batch
 from jobs.imports.fast_checks import RowCheck, cell_pattern
 from jobs.imports.row_validation import CellError, RowValidator, escape_copy_text, judge_cell

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, field_validator
 
 from core.errors import InvalidRequest
-from core.importers import IMPORTERS, ColumnKind, Importer, get_importer, normalise_header
-from core.importers.options import canonical_encoding, parse_delimiter, parse_error_threshold
+from core.imports.importer import ColumnKind, Importer, normalise_header
+from core.imports.options import canonical_encoding, parse_delimiter, parse_error_threshold
+from core.imports.registry import IMPORTERS, get_importer
 from core.models import Product
 
 PRODUCTS = Product.metadata.tables["products"]

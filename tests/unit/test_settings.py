@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.cli import describe_settings_error
+from cli.main import describe_settings_error
 from core.settings import DEV_SECRET, Settings
 
 GOOD_SECRET = "s" * 40

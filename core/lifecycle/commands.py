@@ -1,14 +1,12 @@
-"""The only writer of ``jobs``. Every transition is one conditional UPDATE ... RETURNING,
+"""Every change of a job's state. Each transition is one conditional UPDATE ... RETURNING,
 fenced by status (and, for workers, by the lease). Functions flush, never commit: the caller's
 ``db.transaction`` decides, so a unit's effects, progress and checkpoint commit together.
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,10 +14,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from core.api_keys import Principal
-from core.errors import IdempotencyConflict, InvalidRequest, InvalidTransition, LeaseLost, NotFound
-from core.idempotency import request_fingerprint
-from core.job_states import RETRYABLE, TERMINAL, JobStatus
-from core.models import Job, JobEvent
+from core.errors import IdempotencyConflict, InvalidRequest, InvalidTransition, LeaseLost
+from core.lifecycle.clock import in_seconds, now
+from core.lifecycle.events import add_event
+from core.lifecycle.idempotency import request_fingerprint
+from core.lifecycle.queries import get_job
+from core.lifecycle.states import RETRYABLE, TERMINAL, JobStatus
+from core.models import Job
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
@@ -37,18 +38,6 @@ class Lease:
 class Submitted:
     job: Job
     created: bool
-
-
-def _now() -> sa.ColumnElement[datetime]:
-    return sa.func.now()
-
-
-def _in(seconds: float) -> sa.ColumnElement[datetime]:
-    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.literal(seconds))
-
-
-def _event(session: Session, job_id: uuid.UUID, type_: str, attempt: int, **data: Any) -> None:
-    session.add(JobEvent(job_id=job_id, type=type_, attempt=attempt, data=data))
 
 
 def submit_job(
@@ -80,7 +69,7 @@ def submit_job(
         insert = insert.on_conflict_do_nothing(index_elements=["principal_id", "idempotency_key"])
     job = session.scalar(insert.returning(Job))
     if job is not None:
-        _event(session, job.id, "status", 0, status=JobStatus.queued.value)
+        add_event(session, job.id, "status", 0, status=JobStatus.queued.value)
         return Submitted(job=job, created=True)
     existing = session.scalar(
         sa.select(Job).where(
@@ -98,115 +87,6 @@ def submit_job(
     return Submitted(job=existing, created=False)
 
 
-def get_job(session: Session, *, job_id: uuid.UUID, principal: Principal | None = None) -> Job:
-    """A job visible to ``principal`` (None = the platform itself), or NotFound."""
-    query = sa.select(Job).where(Job.id == job_id)
-    if principal is not None and not principal.sees_all_jobs:
-        query = query.where(Job.principal_id == principal.id)
-    job = session.scalar(query)
-    if job is None:
-        raise NotFound(f"Job {job_id} not found.", where={"path": "job_id"})
-    return job
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
-
-
-def list_jobs(
-    session: Session,
-    *,
-    principal: Principal | None,
-    status: JobStatus | None = None,
-    kind: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    query = sa.select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    if principal is not None and not principal.sees_all_jobs:
-        query = query.where(Job.principal_id == principal.id)
-    if status is not None:
-        query = query.where(Job.status == status.value)
-    if kind is not None:
-        query = query.where(Job.kind == kind)
-    if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(sa.tuple_(Job.created_at, Job.id) < sa.tuple_(created, job_id))
-    jobs = list(session.scalars(query))
-    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
-    return jobs[:limit], next_cursor
-
-
-def lock_undispatched(session: Session, *, limit: int, min_age: float = 0.0) -> list[Job]:
-    """Queued jobs never published; SKIP LOCKED so concurrent relays split the work.
-
-    ``min_age`` leaves alone jobs queued in the last few seconds, which the request that made
-    them is still publishing, so the relay does not publish them a second time."""
-    query = (
-        sa.select(Job)
-        .where(
-            Job.status == JobStatus.queued.value,
-            Job.dispatched_at.is_(None),
-            Job.updated_at <= _in(-min_age),
-        )
-        .order_by(Job.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list(session.scalars(query))
-
-
-def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
-    if job_ids:
-        session.execute(
-            sa.update(Job)
-            .execution_options(synchronize_session=False)
-            .where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
-            .values(dispatched_at=_now())
-        )
-
-
-def undispatch_queued(session: Session) -> int:
-    """Put every published-but-unclaimed job back in the outbox: their messages were on a
-    Redis that lost its data (restart without persistence, flush). Running jobs keep their
-    lease; if their worker is gone too, the reaper handles them. Returns how many."""
-    result = session.execute(
-        sa.update(Job)
-        .where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_not(None))
-        .values(dispatched_at=None, updated_at=_now())
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def job_counts(session: Session) -> dict[str, int]:
-    """How many jobs are in each status (every status present, zero or not)."""
-    rows = session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status))
-    counts = dict.fromkeys((status.value for status in JobStatus), 0)
-    counts.update({status: int(count) for status, count in rows})
-    return counts
-
-
-def outbox_stats(session: Session) -> tuple[int, float | None]:
-    """How many jobs wait to be published, and the age in seconds of the oldest."""
-    row = session.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.extract("epoch", sa.func.now() - sa.func.min(Job.created_at)),
-        ).where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_(None))
-    ).one()
-    return int(row[0]), (float(row[1]) if row[1] is not None else None)
-
-
 def claim_job(
     session: Session, *, job_id: uuid.UUID, owner: str, lease_seconds: float
 ) -> Lease | None:
@@ -217,7 +97,7 @@ def claim_job(
     """
     claimable = sa.or_(
         Job.status == JobStatus.queued.value,
-        sa.and_(Job.status == JobStatus.running.value, Job.lease_expires_at < _now()),
+        sa.and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now()),
     )
     job = session.scalar(
         sa.update(Job)
@@ -227,17 +107,17 @@ def claim_job(
             status=JobStatus.running.value,
             attempt=Job.attempt + 1,
             lease_owner=owner,
-            lease_expires_at=_in(lease_seconds),
-            started_at=sa.func.coalesce(Job.started_at, _now()),
-            dispatched_at=sa.func.coalesce(Job.dispatched_at, _now()),
-            updated_at=_now(),
+            lease_expires_at=in_seconds(lease_seconds),
+            started_at=sa.func.coalesce(Job.started_at, now()),
+            dispatched_at=sa.func.coalesce(Job.dispatched_at, now()),
+            updated_at=now(),
         )
         .returning(Job)
     )
     if job is None:
         _settle_unclaimable(session, job_id=job_id, claimable=claimable)
         return None
-    _event(session, job.id, "status", job.attempt, status=JobStatus.running.value, worker=owner)
+    add_event(session, job.id, "status", job.attempt, status=JobStatus.running.value, worker=owner)
     return Lease(job_id=job.id, owner=owner, attempt=job.attempt)
 
 
@@ -252,15 +132,15 @@ def _settle_unclaimable(
         .where(Job.id == job_id, claimable, Job.cancel_requested)
         .values(
             status=JobStatus.cancelled.value,
-            finished_at=_now(),
-            updated_at=_now(),
+            finished_at=now(),
+            updated_at=now(),
             lease_owner=None,
             lease_expires_at=None,
         )
         .returning(Job.attempt)
     )
     if cancelled is not None:
-        _event(session, job_id, "status", cancelled, status=JobStatus.cancelled.value)
+        add_event(session, job_id, "status", cancelled, status=JobStatus.cancelled.value)
         return
     exhausted = session.scalar(
         sa.update(Job)
@@ -270,7 +150,7 @@ def _settle_unclaimable(
         .returning(Job.attempt)
     )
     if exhausted is not None:
-        _event(
+        add_event(
             session,
             job_id,
             "status",
@@ -285,8 +165,8 @@ def _exhausted_values() -> dict[str, Any]:
         "status": JobStatus.failed.value,
         "error_code": ATTEMPTS_EXHAUSTED,
         "error_message": "The job's worker was lost on every attempt; giving up.",
-        "finished_at": _now(),
-        "updated_at": _now(),
+        "finished_at": now(),
+        "updated_at": now(),
         "lease_owner": None,
         "lease_expires_at": None,
     }
@@ -332,8 +212,8 @@ def save_progress(
     values: dict[str, Any] = {
         "progress_done": done,
         "progress_failed": failed,
-        "lease_expires_at": _in(lease_seconds),
-        "updated_at": _now(),
+        "lease_expires_at": in_seconds(lease_seconds),
+        "updated_at": now(),
     }
     if total is not None:
         values["progress_total"] = total
@@ -371,8 +251,8 @@ def finish_job(
             result=result,
             error_code=error_code,
             error_message=error_message,
-            finished_at=_now(),
-            updated_at=_now(),
+            finished_at=now(),
+            updated_at=now(),
             lease_owner=None,
             lease_expires_at=None,
         )
@@ -381,7 +261,7 @@ def finish_job(
     if finished is None:
         raise LeaseLost()
     details = {"code": error_code, "message": error_message} if error_code else {}
-    _event(session, lease.job_id, "status", lease.attempt, status=status.value, **details)
+    add_event(session, lease.job_id, "status", lease.attempt, status=status.value, **details)
 
 
 def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal | None) -> Job:
@@ -397,25 +277,25 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, principal: Principal 
         .values(
             status=JobStatus.cancelled.value,
             cancel_requested=True,
-            finished_at=_now(),
-            updated_at=_now(),
+            finished_at=now(),
+            updated_at=now(),
         )
         .returning(Job)
     )
     if updated is not None:
-        _event(session, job_id, "status", updated.attempt, status=JobStatus.cancelled.value)
+        add_event(session, job_id, "status", updated.attempt, status=JobStatus.cancelled.value)
         return updated
     flagged: Job | None = session.scalar(
         sa.update(Job)
         # The job is already in the session (get_job): refresh it from RETURNING.
         .execution_options(synchronize_session=False, populate_existing=True)
         .where(Job.id == job_id, Job.status == JobStatus.running.value)
-        .values(cancel_requested=True, updated_at=_now())
+        .values(cancel_requested=True, updated_at=now())
         .returning(Job)
     )
     if flagged is None:
         raise InvalidTransition(f"Job {job_id} finished before it could be cancelled.")
-    _event(session, job_id, "cancel_requested", flagged.attempt)
+    add_event(session, job_id, "cancel_requested", flagged.attempt)
     return flagged
 
 
@@ -442,13 +322,13 @@ def retry_job(
             progress_done=0,
             progress_failed=0,
             progress_total=None,
-            updated_at=_now(),
+            updated_at=now(),
         )
         .returning(Job)
     )
     if job is None:
         raise InvalidTransition(f"Only failed or cancelled jobs can be retried (job {job_id}).")
-    _event(session, job_id, "status", job.attempt, status=JobStatus.queued.value, retry=True)
+    add_event(session, job_id, "status", job.attempt, status=JobStatus.queued.value, retry=True)
     return job
 
 
@@ -457,7 +337,7 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
     re-dispatches them; fail those out of attempts. Returns (requeued, failed count)."""
     expired = (
         sa.select(Job.id)
-        .where(Job.status == JobStatus.running.value, Job.lease_expires_at < _now())
+        .where(Job.status == JobStatus.running.value, Job.lease_expires_at < now())
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -472,7 +352,7 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
         )
     )
     for job_id, attempt in exhausted:
-        _event(
+        add_event(
             session,
             job_id,
             "status",
@@ -490,13 +370,13 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
                 dispatched_at=None,
                 lease_owner=None,
                 lease_expires_at=None,
-                updated_at=_now(),
+                updated_at=now(),
             )
             .returning(Job)
         )
     )
     for job in requeued:
-        _event(
+        add_event(
             session,
             job.id,
             "status",
@@ -505,15 +385,3 @@ def requeue_expired(session: Session, *, limit: int) -> tuple[list[Job], int]:
             reason="lease_expired",
         )
     return requeued, len(exhausted)
-
-
-def list_events(
-    session: Session, *, job_id: uuid.UUID, after_id: int = 0, limit: int = 200
-) -> list[JobEvent]:
-    query = (
-        sa.select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
-        .order_by(JobEvent.id)
-        .limit(limit)
-    )
-    return list(session.scalars(query))

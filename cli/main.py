@@ -1,7 +1,7 @@
 """The ``conveyor`` command: API, workers, beat, Flower, migrations, API keys, and ``run``.
 
 Only ``core`` is imported here. The API and the Celery app are started by module path in a
-fresh interpreter (``os.execve``, see core.launch), which keeps the import contract (core
+fresh interpreter (``os.execve``, see cli.launch), which keeps the import contract (core
 imports neither api nor jobs) and means ``conveyor worker`` *is* the Celery worker process
 (same pid, same signals).
 """
@@ -22,9 +22,8 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
-from core import api_keys, db, db_admin, import_command
-from core.errors import ConveyorError
-from core.launch import (
+from cli import db_admin, import_client
+from cli.launch import (
     POOLS,
     LaunchError,
     api_argv,
@@ -35,10 +34,12 @@ from core.launch import (
     python_module,
     worker_argv,
 )
+from cli.supervisor import ChildSpec, Supervisor
+from core import api_keys, db
+from core.broker.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
+from core.errors import ConveyorError
 from core.logging import configure_logging
-from core.process_supervisor import ChildSpec, Supervisor
 from core.settings import Settings, get_settings
-from core.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
 
 log = structlog.stdlib.get_logger("conveyor.cli")
 
@@ -157,7 +158,7 @@ def ensure_admin_key(settings: Settings) -> str | None:
 
 def run_children(settings: Settings) -> list[ChildSpec]:
     def conveyor(*args: str) -> tuple[str, ...]:
-        return tuple(python_module("core.cli", *args))
+        return tuple(python_module("cli.main", *args))
 
     queues = f"{DEFAULT_QUEUE},{IMPORTS_QUEUE}"
     return [
@@ -270,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_process_commands(sub)
     _add_admin_commands(sub)
-    import_command.add_parser(sub)
+    import_client.add_parser(sub)
     return parser
 
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import redis
 
-from core.circuit_breaker import RedisBreaker
-from core.task_names import QUEUES
+from core.broker.breaker import RedisBreaker
+from core.broker.task_names import QUEUES
 
 # kombu's Redis transport keeps one list per queue and priority step: the queue's own name
 # for priority 0 and "<queue>\x06\x16<step>" for the others (kombu/transport/redis.py).

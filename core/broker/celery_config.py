@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.broker.task_names import DEFAULT_QUEUE, celery_routes
 from core.settings import Settings
-from core.task_names import DEFAULT_QUEUE, celery_routes
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import NoReturn
 
 import structlog
 
+from core.broker.task_names import QUEUES
 from core.settings import Settings
-from core.task_names import QUEUES
 
 API_APP = "api.app:create_app"
 CELERY_APP = "jobs.celery_app:app"

@@ -19,8 +19,9 @@ import time
 import redis
 import structlog
 
-from core import db, job_store
-from core.circuit_breaker import RedisBreaker
+from core import db
+from core.broker.breaker import RedisBreaker
+from core.lifecycle import outbox
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ def check_broker_epoch(
     except Exception:  # RedisError, CircuitBreakerError: counted and logged by the breaker
         return None
     with db.transaction(sessions) as session:
-        requeued = job_store.undispatch_queued(session)
+        requeued = outbox.undispatch_queued(session)
     try:
         started = breaker.call(redis_client.set, EPOCH_KEY, _epoch_value(), nx=True)
     except Exception:  # Redis went away again: the next pass repeats this, harmlessly

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.importers.importer import Importer
+from core.imports.importer import Importer
 from core.models import Product
 
 

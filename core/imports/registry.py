@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from core.errors import InvalidRequest
-from core.importers import products
-from core.importers.importer import Column, ColumnKind, Importer, normalise_header
+from core.imports import products
+from core.imports.importer import Importer
 
 IMPORTERS: Mapping[str, Importer] = MappingProxyType(
     {importer.name: importer for importer in (products.IMPORTER,)}
@@ -23,6 +23,3 @@ def get_importer(name: str, registry: Mapping[str, Importer] = IMPORTERS) -> Imp
         raise InvalidRequest(
             f"Unknown importer {name!r}; known importers: {known}.", where={"field": "importer"}
         ) from None
-
-
-__all__ = ["IMPORTERS", "Column", "ColumnKind", "Importer", "get_importer", "normalise_header"]

@@ -1,0 +1,54 @@
+"""The outbox side of the ``jobs`` table: a queued job with ``dispatched_at IS NULL`` still
+has to be published. The relay takes such rows SKIP LOCKED, publishes, and marks them."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from core.lifecycle.clock import in_seconds, now
+from core.lifecycle.states import JobStatus
+from core.models import Job
+
+
+def lock_undispatched(session: Session, *, limit: int, min_age: float = 0.0) -> list[Job]:
+    """Queued jobs never published; SKIP LOCKED so concurrent relays split the work.
+
+    ``min_age`` leaves alone jobs queued in the last few seconds, which the request that made
+    them is still publishing, so the relay does not publish them a second time."""
+    query = (
+        sa.select(Job)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.dispatched_at.is_(None),
+            Job.updated_at <= in_seconds(-min_age),
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
+    if job_ids:
+        session.execute(
+            sa.update(Job)
+            .execution_options(synchronize_session=False)
+            .where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
+            .values(dispatched_at=now())
+        )
+
+
+def undispatch_queued(session: Session) -> int:
+    """Put every published-but-unclaimed job back in the outbox: their messages were on a
+    Redis that lost its data (restart without persistence, flush). Running jobs keep their
+    lease; if their worker is gone too, the reaper handles them. Returns how many."""
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_not(None))
+        .values(dispatched_at=None, updated_at=now())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
