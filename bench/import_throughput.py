@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,8 +40,6 @@ from core.settings import Settings
 from tests import services
 from tests.conftest import settings_env
 from tests.product_csv import HEADER, write_products_csv
-
-BENCH_REDIS_URL = services.SHARED_REDIS_URL.rsplit("/", 1)[0] + "/11"
 
 
 def _pool_child_rss_peak(worker: services.Process) -> int:
@@ -148,14 +145,15 @@ def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     name = services.unique_name("conveyor_bench")
     url = services.create_migrated_database(name)
+    redis_server = services.RedisServer(tmp)
+    redis_server.start()
     settings = Settings(
         env="test",
         database_url=url,
-        redis_url=BENCH_REDIS_URL,
+        redis_url=redis_server.url,
         storage_dir=tmp / "storage",
         import_batch_rows=args.batch_rows,
     )
-    redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
     engine = db.make_engine(settings.sqlalchemy_url)
     sessions = db.make_sessionmaker(engine)
     key = services.new_api_key(sessions, settings, name="bench")
@@ -191,6 +189,7 @@ def run(args: argparse.Namespace) -> None:
             client.close()
     finally:
         engine.dispose()
+        redis_server.stop()
         services.drop_database(name)
     _report(args, copies, imports, rss_small, rss_big)
 

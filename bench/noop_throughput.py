@@ -132,10 +132,11 @@ def main() -> None:
 
     name = services.unique_name("conveyor_bench")
     url = services.create_migrated_database(name)
-    redis_url = "redis://127.0.0.1:6379/13"
-    redis.Redis.from_url(redis_url).flushdb()
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            redis_server = services.RedisServer(Path(tmp))
+            redis_server.start()
+            redis_url = redis_server.url
             settings = Settings(
                 env="test", database_url=url, redis_url=redis_url, storage_dir=Path(tmp) / "storage"
             )
@@ -145,10 +146,11 @@ def main() -> None:
                 settings, sessions, args.jobs, args.clients, args.workers, Path(tmp)
             )
             engine.dispose()
+            redis.Redis.from_url(redis_url).flushdb()
             raw_s = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, Path(tmp))
+            redis_server.stop()
     finally:
         services.drop_database(name)
-        redis.Redis.from_url(redis_url).flushdb()
 
     platform_rate = args.jobs / platform_s
     raw_rate = args.jobs / raw_s

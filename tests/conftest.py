@@ -1,6 +1,8 @@
-"""Shared fixtures: one migrated PostgreSQL database per test run (tables truncated before each
-test that uses it), Redis DB 15 flushed per test, private redis-servers on demand, and the
-platform's processes for e2e tests. Services that are missing fail loudly (never skip)."""
+"""Shared fixtures: one migrated PostgreSQL database per test session (tables truncated before
+each test that uses it), a redis-server of the session's own (random port, flushed per test;
+the machine's Redis is never touched), more private redis-servers on demand, and the
+platform's processes for e2e tests. Under pytest-xdist every worker is its own session, so
+parallel workers never share a database or a Redis. Missing services fail loudly (never skip)."""
 
 from __future__ import annotations
 
@@ -40,13 +42,22 @@ def sessions(engine: sa.Engine) -> db.Sessions:
     return db.make_sessionmaker(engine)
 
 
+@pytest.fixture(scope="session")
+def session_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.RedisServer]:
+    """This session's own redis-server; tests that stop Redis use ``private_redis``."""
+    server = services.RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def shared_redis_url() -> Iterator[str]:
-    """The machine's Redis, DB 15, flushed around each test."""
-    client = redis.Redis.from_url(services.SHARED_REDIS_URL)
-    client.flushdb()
-    yield services.SHARED_REDIS_URL
-    client.flushdb()
+def redis_url(session_redis: services.RedisServer) -> Iterator[str]:
+    """DB 0 of the session's redis-server, flushed around each test."""
+    client = redis.Redis.from_url(session_redis.url)
+    client.flushall()
+    yield session_redis.url
+    client.flushall()
     client.close()
 
 
@@ -61,11 +72,11 @@ def private_redis(tmp_path: Path) -> Iterator[services.RedisServer]:
 
 
 @pytest.fixture
-def settings(database_url: str, shared_redis_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
         env="test",
         database_url=database_url,
-        redis_url=shared_redis_url,
+        redis_url=redis_url,
         storage_dir=tmp_path / "storage",
         lease_seconds=3,
         reaper_interval=1,

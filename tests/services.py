@@ -30,7 +30,6 @@ VENV_BIN = Path(sys.executable).parent
 ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-SHARED_REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def free_port() -> int:

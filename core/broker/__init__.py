@@ -1,0 +1,1 @@
+"""Talking to Redis: publisher, relay, circuit breaker, clients, broker epoch, queue depth."""

@@ -1,0 +1,1 @@
+"""CSV importers: declarations, registry, parameters, failure codes, rejected rows."""

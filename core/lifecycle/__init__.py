@@ -1,0 +1,1 @@
+"""The job lifecycle: states, commands (every state change, fenced), queries, outbox, events."""

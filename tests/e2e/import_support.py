@@ -21,15 +21,17 @@ from tests import services
 from tests.conftest import settings_env
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-# A Redis database of their own, so module-long workers never see other tests' messages.
-IMPORT_TESTS_REDIS_URL = services.SHARED_REDIS_URL.rsplit("/", 1)[0] + "/13"
 
 
-def import_settings(database_url: str, storage: Path, **overrides: Any) -> Settings:
+def import_settings(
+    database_url: str, redis_server: services.RedisServer, storage: Path, **overrides: Any
+) -> Settings:
+    """Settings for a module-long platform: DB 1 of the session's redis-server, so its
+    workers never see the messages of function-scoped tests (which use DB 0)."""
     values: dict[str, Any] = {
         "env": "test",
         "database_url": database_url,
-        "redis_url": IMPORT_TESTS_REDIS_URL,
+        "redis_url": redis_server.url.rsplit("/", 1)[0] + "/1",
         "storage_dir": storage,
         "lease_seconds": 3,
         "reaper_interval": 1,

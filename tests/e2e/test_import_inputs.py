@@ -136,9 +136,9 @@ CASES: dict[str, Case] = {
 
 
 @pytest.fixture(scope="module")
-def imports(database_url, engine, tmp_path_factory) -> Iterator[ImportPlatform]:
+def imports(database_url, session_redis, engine, tmp_path_factory) -> Iterator[ImportPlatform]:
     tmp = tmp_path_factory.mktemp("import-inputs")
-    settings = import_settings(database_url, tmp / "storage")
+    settings = import_settings(database_url, session_redis, tmp / "storage")
     yield from running_import_platform(settings, engine, tmp / "logs")
 
 
@@ -180,8 +180,10 @@ def _multipart_chunks(csv_bytes: bytes) -> Iterator[bytes]:
     yield b"\r\n" + boundary + b"--\r\n"
 
 
-def test_upload_over_the_size_cap_is_413(database_url, engine, tmp_path) -> None:
-    settings = import_settings(database_url, tmp_path / "storage", max_upload_bytes=1000)
+def test_upload_over_the_size_cap_is_413(database_url, session_redis, engine, tmp_path) -> None:
+    settings = import_settings(
+        database_url, session_redis, tmp_path / "storage", max_upload_bytes=1000
+    )
     key = services.new_api_key(db.make_sessionmaker(engine), settings)
     big = b"sku,name\n" + b"A,b\n" * 1000
     with services.platform(settings_env(settings), tmp_path) as platform:

@@ -35,9 +35,11 @@ BATCH_ROWS = 500
 
 
 @pytest.fixture(scope="module")
-def imports(database_url, engine, tmp_path_factory) -> Iterator[ImportPlatform]:
+def imports(database_url, session_redis, engine, tmp_path_factory) -> Iterator[ImportPlatform]:
     tmp = tmp_path_factory.mktemp("import-lifecycle")
-    settings = import_settings(database_url, tmp / "storage", import_batch_rows=BATCH_ROWS)
+    settings = import_settings(
+        database_url, session_redis, tmp / "storage", import_batch_rows=BATCH_ROWS
+    )
     yield from running_import_platform(settings, engine, tmp / "logs", workers=2)
 
 

@@ -235,12 +235,12 @@ def test_supervisor_stops_everything_when_a_child_dies():
 
 
 @pytest.mark.e2e
-def test_run_starts_everything_and_stops_on_sigterm(shared_redis_url, tmp_path):
+def test_run_starts_everything_and_stops_on_sigterm(redis_url, tmp_path):
     name = services.unique_name("conveyor_run")
     api_port, flower_port = services.free_port(), services.free_port()
     env = cli_env(
         CONVEYOR_DATABASE_URL=services.database_url(name),
-        CONVEYOR_REDIS_URL=shared_redis_url,
+        CONVEYOR_REDIS_URL=redis_url,
         CONVEYOR_API_PORT=str(api_port),
         CONVEYOR_FLOWER_PORT=str(flower_port),
         CONVEYOR_FLOWER_PASSWORD="flower-pw",
