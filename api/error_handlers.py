@@ -8,6 +8,7 @@ traceback goes to the log, never to the client.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from core.errors import (
+    BadRequest,
     BrokerUnavailable,
     Conflict,
     ConveyorError,
@@ -31,6 +33,7 @@ from core.errors import (
     InvalidTransition,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
 
@@ -45,9 +48,11 @@ HTTP_STATUS: Mapping[type[ConveyorError], int] = {
     IdempotencyConflict: 409,
     InvalidTransition: 409,
     Conflict: 409,
+    BadRequest: 400,
     InvalidRequest: 422,
     PayloadTooLarge: 413,
     Unauthenticated: 401,
+    RateLimited: 429,
     Forbidden: 403,
     DatabaseUnavailable: 503,
     BrokerUnavailable: 503,
@@ -73,6 +78,8 @@ def _headers_for(error: ConveyorError) -> dict[str, str]:
     headers: dict[str, str] = {}
     for cls in reversed(type(error).__mro__):
         headers.update(EXTRA_HEADERS.get(cls, {}))
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return headers
 
 
@@ -111,6 +118,19 @@ def problem_response(
     )
 
 
+def conveyor_problem(request: Request, error: ConveyorError) -> JSONResponse:
+    """The problem+json response for one of our errors (also used by the ASGI guards, which
+    answer before FastAPI's exception handling)."""
+    return problem_response(
+        request,
+        status=http_status_for(error),
+        code=error.code,
+        message=error.message,
+        where=error.where,
+        headers=_headers_for(error),
+    )
+
+
 async def _conveyor_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ConveyorError)  # registered for ConveyorError only
     status = http_status_for(error)
@@ -118,14 +138,7 @@ async def _conveyor_error(request: Request, error: Exception) -> JSONResponse:
         # An outage is expected to happen and is reported by probes; anything else is a bug.
         report = log.warning if isinstance(error, DependencyUnavailable) else log.error
         report("http.conveyor_error", code=error.code, message=error.message)
-    return problem_response(
-        request,
-        status=status,
-        code=error.code,
-        message=error.message,
-        where=error.where,
-        headers=_headers_for(error),
-    )
+    return conveyor_problem(request, error)
 
 
 def _field(loc: Any) -> str:
@@ -150,7 +163,7 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLarge.code}
 
 
 async def _http_exception(request: Request, error: Exception) -> JSONResponse:

@@ -38,6 +38,7 @@ from cli.supervisor import ChildSpec, Supervisor
 from core import api_keys, db
 from core.broker.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
 from core.errors import ConveyorError
+from core.lifecycle import commands
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 
@@ -138,7 +139,12 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with open_sessions(settings) as sessions, db.transaction(sessions) as session:
         row = api_keys.revoke_key(session, key_id=args.id)
         name = row.name
-    print(f"Revoked API key {args.id} ({name!r}).")
+        stopped = (
+            0
+            if args.keep_jobs
+            else commands.cancel_jobs_of_principal(session, principal_id=args.id)
+        )
+    print(f"Revoked API key {args.id} ({name!r}); {stopped} of its jobs stopped.")
     return 0
 
 
@@ -260,6 +266,9 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     keys.add_parser("list", help="list keys").set_defaults(handler=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id", type=uuid.UUID)
+    revoke.add_argument(
+        "--keep-jobs", action="store_true", help="let the key's queued and running jobs run"
+    )
     revoke.set_defaults(handler=cmd_keys_revoke)
 
 

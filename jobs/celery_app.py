@@ -67,13 +67,14 @@ class ConveyorCelery(Celery):  # type: ignore[misc]
         # Survive losing Redis and reconnect within a second after it is back.
         self.conf.broker_transport = "jobs.broker_transport:Transport"
         self.conf.worker_consumer = "jobs.worker_consumer:QuickReconnectConsumer"
-        self.conf.conveyor_settings = settings
+        # On the app, never in app.conf: `celery inspect conf` and Flower print app.conf.
+        self.settings = settings
         self._runtime: Runtime | None = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime(self.conf.conveyor_settings)
+            self._runtime = Runtime(self.settings)
         return self._runtime
 
     def reset_runtime(self) -> None:

@@ -27,13 +27,19 @@ log = structlog.get_logger(__name__)
 
 JobBody = Callable[[JobContext], dict[str, Any] | None]
 
+INTERNAL_ERROR = "internal_error"
+INTERNAL_ERROR_MESSAGE = (
+    "The job failed because of an internal error; operators can find the details in the "
+    "worker's log under this job's id."
+)
+
 
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
 
     def run_job(self, job_id: str, body: JobBody) -> None:
         sessions: db.Sessions = self.app.runtime.sessions
-        settings: Settings = self.app.conf.conveyor_settings
+        settings: Settings = self.app.settings
         try:
             ctx = with_database_retry(
                 lambda: self._claim(uuid.UUID(job_id), sessions, settings),
@@ -118,9 +124,11 @@ def _run_body(ctx: JobContext, body: JobBody) -> Outcome | None:
         return JobStatus.failed, _with_where(ctx.result, error), error.code, error.message
     except ConveyorError as error:
         return JobStatus.failed, ctx.result, error.code, error.message
-    except Exception as error:
+    except Exception:
+        # The traceback and the exception's text (driver messages, paths...) go to the log
+        # with the job id; the caller gets a code and a sentence.
         log.exception("job.crashed")
-        return JobStatus.failed, ctx.result, "internal_error", f"{type(error).__name__}: {error}"
+        return JobStatus.failed, ctx.result, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE
     return JobStatus.succeeded, result, None, None
 
 

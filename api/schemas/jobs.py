@@ -12,12 +12,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
+# Integers that reach PostgreSQL must fit a bigint: past it, a 422 rather than a driver error.
+MAX_BIGINT = 2**63 - 1
+MAX_FAIL_ATTEMPTS = 1_000
+
 
 class NoopParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fail_attempts: int = Field(
-        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
+        default=0,
+        ge=0,
+        le=MAX_FAIL_ATTEMPTS,
+        description="The first N attempts fail on purpose (to exercise retry).",
     )
 
 
@@ -29,7 +36,10 @@ class SleepParams(BaseModel):
         default=1, ge=1, le=10_000, description="Units of work; progress is saved after each."
     )
     fail_attempts: int = Field(
-        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
+        default=0,
+        ge=0,
+        le=MAX_FAIL_ATTEMPTS,
+        description="The first N attempts fail on purpose (to exercise retry).",
     )
 
 

@@ -20,7 +20,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "health_check_interval": 10,
     }
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_timeout": timeout,
         "broker_connection_retry_on_startup": True,

@@ -12,7 +12,7 @@ from core.settings import Settings
 def make_redis(settings: Settings) -> redis.Redis:
     timeout = settings.redis_socket_timeout
     return redis.Redis.from_url(
-        settings.redis_url,
+        settings.broker_url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
