@@ -83,6 +83,11 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     become("flower", argv, env)
 
 
+def cmd_db_owner(args: argparse.Namespace, settings: Settings) -> int:
+    db_admin.create_owner(settings, args.admin_url)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.downgrade:
         db_admin.downgrade(settings, args.downgrade)
@@ -255,6 +260,17 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     direction.add_argument("--revision", default="head", help="upgrade to (default: head)")
     direction.add_argument("--downgrade", metavar="REVISION", help="downgrade to, e.g. base")
     migrate.set_defaults(handler=cmd_migrate)
+
+    owner = sub.add_parser(
+        "db-owner",
+        help="create the (non-superuser) role of CONVEYOR_DATABASE_URL and its database",
+    )
+    owner.add_argument(
+        "--admin-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="an administrator's login, used for this only (default: %(default)s)",
+    )
+    owner.set_defaults(handler=cmd_db_owner)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True

@@ -177,7 +177,10 @@ class Settings(BaseSettings):
         for url in (make_url(self.sqlalchemy_url).password, urlsplit(self.broker_url).password):
             if url:
                 found.append(url)
-        return found
+        # The development defaults are printed in this file: masking them would only garble
+        # every log line that says "conveyor".
+        public = {DEV_SECRET, DEV_FLOWER_PASSWORD, DEV_DATABASE_PASSWORD}
+        return [value for value in found if value not in public]
 
 
 @lru_cache(maxsize=1)

@@ -82,6 +82,9 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         reaper_interval=1,
         relay_interval=0.5,
         breaker_reset_timeout=2,
+        # TestClient's default host, besides the loopback names real clients use.
+        allowed_hosts=["testserver", "localhost", "127.0.0.1"],
+        metrics_token=services.METRICS_TOKEN,
     )
 
 
@@ -92,7 +95,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"CONVEYOR_{name.upper()}"] = str(raw)
+        env[f"CONVEYOR_{name.upper()}"] = ",".join(raw) if isinstance(raw, list) else str(raw)
     env["CONVEYOR_LOG_FORMAT"] = "json"
     return env
 

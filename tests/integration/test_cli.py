@@ -245,6 +245,8 @@ def test_run_starts_everything_and_stops_on_sigterm(redis_url, tmp_path):
         CONVEYOR_FLOWER_PORT=str(flower_port),
         CONVEYOR_FLOWER_PASSWORD="flower-pw",
         CONVEYOR_STORAGE_DIR=str(tmp_path / "var" / "storage"),
+        # Every child inherits it (Flower, which gets no CONVEYOR_DATABASE_URL, too).
+        TMPDIR=str(tmp_path),
     )
     log_path = tmp_path / "run.log"
     with log_path.open("wb") as log:
@@ -288,7 +290,7 @@ def test_run_starts_everything_and_stops_on_sigterm(redis_url, tmp_path):
         assert process.wait(40) == 0, log_path.read_text()
         assert log_path.read_text().count(key) == 1  # shown once, never logged
         services.wait_until(
-            lambda: not _processes_with(env["CONVEYOR_DATABASE_URL"]),
+            lambda: not _processes_with(f"TMPDIR={tmp_path}\0"),
             timeout=10,
             message="children gone",
         )
