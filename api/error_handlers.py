@@ -185,6 +185,14 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
     return problem_response(request, status=503, code=unavailable.code, message=unavailable.message)
 
 
+async def _data_error(request: Request, error: Exception) -> JSONResponse:
+    # PostgreSQL refused a value that came with the request (a NUL character in a text
+    # field, a number out of range...): the request's fault, said without the driver's text.
+    log.warning("http.data_error", error=f"{type(error).__name__}: {error}"[:300])
+    invalid = InvalidRequest("A value in the request cannot be stored (e.g. a NUL character).")
+    return problem_response(request, status=422, code=invalid.code, message=invalid.message)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.error(
         "http.unhandled_error",
@@ -204,6 +212,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_exception)
     for error_type in _DATABASE_ERRORS:
         app.add_exception_handler(error_type, _database_error)
+    app.add_exception_handler(sa_exc.DataError, _data_error)
     # Exception is handled by Starlette's outermost ServerErrorMiddleware, which still
     # re-raises afterwards so the server logs it; the client only sees the problem body.
     app.add_exception_handler(Exception, _unexpected_error)

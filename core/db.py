@@ -37,6 +37,9 @@ def make_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 5) -> sa
     """One engine per process and URL; the caller disposes it on shutdown."""
     return sa.create_engine(
         url,
+        # Statement parameters stay out of exception text (and so out of logs): they can be
+        # secrets, keys' hashes or users' data.
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,

@@ -182,6 +182,9 @@ def test_integers_past_bigint_are_422_not_500(client: TestClient, admin: dict[st
     assert_problem(too_far, 422, "invalid_request")
     assert cursor.status_code in (404, 422)  # not an import: 404; never a 500
     assert_problem(attempts, 422, "invalid_request")
+    nul = client.get("/v1/jobs?kind=a%00b", headers=admin)  # PostgreSQL text holds no NUL
+    assert_problem(nul, 422, "invalid_request")
+    assert "NUL" in nul.json()["message"]
     assert client.get(f"/v1/jobs/{job_id}/events?after={2**63 - 1}", headers=admin).is_success
 
 
