@@ -9,8 +9,9 @@ authentication runs.
 - ``TrustedHostMiddleware``: only the configured Host headers (DNS rebinding, poisoned
   absolute URLs).
 - ``ProblemCORSMiddleware``: Starlette's CORS with refusals as problem+json.
-- ``SecurityHeadersMiddleware``: nosniff, no referrer, no framing, and a Content-Security-
-  Policy that allows nothing unless the response set its own (the docs page does).
+- ``SecurityHeadersMiddleware``: nosniff, no referrer, no framing, no caching, and a
+  Content-Security-Policy that allows nothing unless the response set its own (the docs
+  page does).
 
 Pure ASGI (no ``BaseHTTPMiddleware``): nothing is buffered or re-wrapped.
 """
@@ -37,6 +38,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    # Answers carry job data and, once, a new API key: no shared or browser cache keeps them.
+    "Cache-Control": "no-store",
 }
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 

@@ -32,13 +32,17 @@ _BODY = (
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_complete = False
+        self._in_head = True  # until the first request's headers are complete
+        self._heads_done = 0
         self._head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
-        in_head = not self._head_complete
+        was_in_head, heads_done = self._in_head, self._heads_done
         super().data_received(data)
-        if not in_head or self._head_complete:
+        if not was_in_head or self._heads_done != heads_done:
+            # Body bytes, or a head that ended in this read (whatever follows it in the same
+            # read, a body or a pipelined head, is at most one read).
+            self._head_bytes = 0
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
@@ -46,10 +50,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_headers_complete(self) -> None:
-        self._head_complete = True
-        self._head_bytes = 0
+        self._in_head = False
+        self._heads_done += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._head_complete = False  # a kept-alive connection's next request starts
+        self._in_head = True  # a kept-alive connection's next request starts

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator(
+        "metrics_token", "database_password", "redis_username", "redis_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``CONVEYOR_METRICS_TOKEN=``) means "not set", never an empty
+        credential that an empty header would match."""
+        return None if value == "" else value
+
     @field_validator("allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

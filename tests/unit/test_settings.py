@@ -167,3 +167,11 @@ def test_secret_values_lists_every_credential():
         "flowerpass1",
         "m" * 30,
     }
+
+
+def test_empty_credentials_mean_unset():
+    settings = build(metrics_token="", redis_password="", database_password="")
+
+    assert settings.metrics_token is None
+    assert settings.redis_password is None
+    assert settings.database_password is None
