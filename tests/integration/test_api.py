@@ -28,6 +28,8 @@ JOB_FIELDS = {
     "progress",
     "attempt",
     "cancel_requested",
+    "waiting_reason",
+    "time_limit_seconds",
     "created_at",
     "started_at",
     "finished_at",
@@ -197,7 +199,15 @@ def test_submit_returns_202_location_and_job(
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "sleep"
     assert job["status"] == "queued"
-    assert job["params"] == {"seconds": 1.0, "steps": 2, "fail_attempts": 0}
+    assert job["params"] == {
+        "seconds": 1.0,
+        "steps": 2,
+        "fail_attempts": 0,
+        "timeout_seconds": None,
+        "uninterruptible": False,
+    }
+    assert job["time_limit_seconds"] == settings.time_limit_for("sleep")
+    assert job["waiting_reason"] is None
     assert job["progress"] == {"total": None, "done": 0, "failed": 0, "percent": 0.0}
     assert job["attempt"] == 0
     assert job["cancel_requested"] is False
