@@ -45,21 +45,29 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     connection (server gone, network cut) errors out instead of hanging a worker past its
     lease."""
     keepalive = settings.database_keepalive_seconds
+    interval, count = max(1, keepalive // 3), 3
+    user_timeout = keepalive * count * 1000
     options = {
         "statement_timeout": _milliseconds(settings.database_statement_timeout),
         "lock_timeout": _milliseconds(settings.database_lock_timeout),
         "idle_in_transaction_session_timeout": _milliseconds(
             settings.database_idle_in_transaction_timeout
         ),
+        # The server's side of the same connection: a worker that vanished (power cut,
+        # network partition) has its session ended and its locks released as quickly.
+        "tcp_keepalives_idle": keepalive,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": user_timeout,
     }
     return {
         "connect_timeout": settings.database_connect_timeout,
         "options": " ".join(f"-c {name}={value}" for name, value in options.items()),
         "keepalives": 1,
         "keepalives_idle": keepalive,
-        "keepalives_interval": max(1, keepalive // 3),
-        "keepalives_count": 3,
-        "tcp_user_timeout": keepalive * 3 * 1000,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": user_timeout,
     }
 
 

@@ -267,6 +267,22 @@ def test_submit_rejects_bad_kind_and_params(
     assert "input" not in errors[0]
 
 
+def test_a_time_limit_past_the_operators_is_422(
+    client: TestClient, keys: Keys, settings: Settings
+) -> None:
+    limit = settings.time_limit_for("sleep")
+    body = {"kind": "sleep", "params": {"seconds": 1, "timeout_seconds": limit + 1}}
+    problem = assert_problem(
+        client.post("/v1/jobs", json=body, headers=keys.alice), 422, "invalid_request"
+    )
+    assert problem["where"] == {"field": "params.timeout_seconds"}
+    assert f"{limit:g}" in problem["message"]
+    shorter = {"kind": "sleep", "params": {"seconds": 1, "timeout_seconds": 5}}
+    response = client.post("/v1/jobs", json=shorter, headers=keys.alice)
+    assert response.status_code == 202, response.text
+    assert response.json()["time_limit_seconds"] == 5
+
+
 def test_submit_rejects_malformed_json(client: TestClient, keys: Keys) -> None:
     response = client.post(
         "/v1/jobs",
