@@ -74,8 +74,10 @@ class ConveyorCelery(Celery):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         super().__init__("conveyor", set_as_current=True)
         self.conf.update(celery_config(settings))
-        # Survive losing Redis and reconnect within a second after it is back.
-        self.conf.broker_transport = "jobs.broker_transport:Transport"
+        # Survive losing Redis and reconnect within a second after it is back (or after a
+        # Sentinel failover).
+        transport = "SentinelTransport" if settings.sentinel_addresses else "Transport"
+        self.conf.broker_transport = f"jobs.broker_transport:{transport}"
         self.conf.worker_consumer = "jobs.worker_consumer:QuickReconnectConsumer"
         # On the app object, not in ``conf``: Celery shows its conf to anyone who can reach
         # the broker (``inspect conf``, Flower), and settings hold credentials.
