@@ -1,5 +1,5 @@
 """Command lines of the processes ``conveyor`` becomes: uvicorn for the API, Celery for the
-worker, beat and Flower. They name the API factory and the Celery app by module path only, so
+worker and Flower. They name the API factory and the Celery app by module path only, so
 core never imports api or jobs."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NoReturn
 
 import structlog
+from pydantic import SecretStr
 
 from core.broker.task_names import QUEUES
 from core.settings import Settings
@@ -104,16 +104,6 @@ def worker_argv(
     return argv
 
 
-def default_beat_schedule(settings: Settings) -> Path:
-    return settings.storage_dir.parent / "celerybeat-schedule"
-
-
-def beat_argv(settings: Settings, *, schedule: Path) -> list[str]:
-    return python_module(
-        "celery", "-A", CELERY_APP, "beat", "-s", str(schedule), "-l", log_level(settings)
-    )
-
-
 def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """Flower's argv and environment. The credentials travel in FLOWER_BASIC_AUTH (the same
     as --basic-auth) so that they do not show in ``ps``.
@@ -149,10 +139,18 @@ def _broker_environment(settings: Settings) -> dict[str, str]:
         "CONVEYOR_LOG_FORMAT": settings.log_format,
         "CONVEYOR_LOG_LEVEL": settings.log_level,
     }
-    if settings.redis_username is not None:
-        env["CONVEYOR_REDIS_USERNAME"] = settings.redis_username
-    if settings.redis_password is not None:
-        env["CONVEYOR_REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
+    optional = {
+        "CONVEYOR_REDIS_USERNAME": settings.redis_username,
+        "CONVEYOR_REDIS_PASSWORD": settings.redis_password,
+        "CONVEYOR_REDIS_SENTINELS": settings.redis_sentinels,
+        "CONVEYOR_REDIS_MASTER_NAME": settings.redis_master_name,
+        "CONVEYOR_REDIS_SENTINEL_PASSWORD": settings.redis_sentinel_password,
+    }
+    for name, value in optional.items():
+        if isinstance(value, SecretStr):
+            env[name] = value.get_secret_value()
+        elif value is not None:
+            env[name] = value
     return env
 
 

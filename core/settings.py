@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +20,25 @@ MIN_METRICS_TOKEN_LENGTH = 24
 
 # A list setting written as "a,b,c" in the environment (pydantic-settings would want JSON).
 CommaList = Annotated[list[str], NoDecode]
+
+DEFAULT_TIME_LIMITS = {
+    "default": 3600.0,
+    "noop": 60.0,
+    "sleep": 300.0,
+    "import": 3600.0,
+    "deployment": 3600.0,
+}
+
+
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` -> [(host, port), ...]."""
+    addresses = []
+    for entry in value.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port entries separated by commas, got {entry!r}")
+        addresses.append((host, int(port)))
+    return addresses
 
 
 class Settings(BaseSettings):
@@ -39,10 +59,25 @@ class Settings(BaseSettings):
     )
     database_password: SecretStr | None = None
     database_connect_timeout: int = Field(default=3, ge=1)
+    # Guards on every connection, so a stuck statement, a forgotten transaction or a
+    # half-open TCP connection cannot hold a worker (or a lock) past its lease.
+    database_statement_timeout: float = Field(default=60.0, gt=0)
+    database_lock_timeout: float = Field(default=10.0, gt=0)
+    database_idle_in_transaction_timeout: float = Field(default=120.0, gt=0)
+    # TCP keepalive probes start after this many idle seconds, then every third of it; with
+    # tcp_user_timeout, unacknowledged sends fail after about three times this.
+    database_keepalive_seconds: int = Field(default=10, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Credentials for a Redis with `requirepass` or an ACL user; they replace the URL's.
     redis_username: str | None = None
     redis_password: SecretStr | None = None
+    # High availability: with Sentinels set (host:port,host:port,...), every Redis user in
+    # the platform (Celery broker, publisher, relay, health, Flower) finds the master of
+    # ``redis_master_name`` through them; redis_url then only gives the database number and
+    # the master's credentials (redis://[user:password@]any-host/db).
+    redis_sentinels: str | None = None
+    redis_master_name: str = "conveyor"
+    redis_sentinel_password: SecretStr | None = None
     redis_socket_timeout: float = Field(default=0.5, gt=0)
 
     api_host: str = "127.0.0.1"
@@ -77,14 +112,26 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
+    # A running job's lease; a heartbeat beside the job renews it every third of this.
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     reaper_interval: float = Field(default=10.0, gt=0)
     # A crashed worker's job is running again within this many seconds: its lease runs out
-    # (at most lease_seconds after its last progress write), then the next reaper pass puts
-    # it back and publishes it. Redis' own visibility timeout (1 h) never comes into play.
+    # (at most lease_seconds after its last renewal), then the next reaper pass, in any
+    # worker or API process, puts it back and publishes it. Redis' own visibility timeout
+    # (1 h) never comes into play.
     reaper_bound_seconds: float = Field(default=60.0, gt=0)
     relay_interval: float = Field(default=2.0, gt=0)
+    # A queued job published this long ago and still not claimed, while its queue in Redis
+    # holds fewer messages than such jobs, lost its message (eviction, a failover, a worker
+    # that dropped it): it is published again.
+    republish_after_seconds: float = Field(default=300.0, gt=0)
+    # Run-time limit per job kind (seconds, per attempt): past it the body is stopped and the
+    # job fails with time_limit_exceeded; past it plus the grace, the pool process is killed
+    # and the job fails the same way. A JSON object; entries given override the defaults,
+    # e.g. CONVEYOR_TIME_LIMITS='{"sleep": 60}'. Kinds not listed get "default".
+    time_limits: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
+    time_limit_grace_seconds: float = Field(default=30.0, gt=0)
 
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_timeout: float = Field(default=30.0, gt=0)
@@ -102,7 +149,12 @@ class Settings(BaseSettings):
         return self
 
     @field_validator(
-        "metrics_token", "database_password", "redis_username", "redis_password", mode="before"
+        "metrics_token",
+        "database_password",
+        "redis_username",
+        "redis_password",
+        "redis_sentinel_password",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -113,9 +165,37 @@ class Settings(BaseSettings):
     @field_validator("allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
+        """``a, b`` or a JSON list."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_addresses(value)  # raises ValueError with the offending entry
+            return value.strip()
+        return None
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels as (host, port) pairs; empty without Sentinel."""
+        return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
+    @field_validator("time_limits")
+    @classmethod
+    def _time_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(kind for kind, limit in value.items() if limit <= 0)
+        if bad:
+            raise ValueError(f"time limits must be positive seconds (not for {', '.join(bad)})")
+        return {**DEFAULT_TIME_LIMITS, **value}
+
+    def time_limit_for(self, kind: str) -> float:
+        """The run-time limit (seconds) of one attempt of a job of ``kind``."""
+        return self.time_limits.get(kind, self.time_limits["default"])
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -166,9 +246,9 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     @property
-    def broker_url(self) -> str:
-        """The Redis URL with the separately given username/password, if any (for Celery,
-        kombu and redis-py alike)."""
+    def redis_url_with_credentials(self) -> str:
+        """``redis_url`` with the separately given username/password, if any: what every
+        Redis client (Celery's broker, ours, Flower's) is built from."""
         if self.redis_username is None and self.redis_password is None:
             return self.redis_url
         parts = urlsplit(self.redis_url)
@@ -181,11 +261,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret these settings hold, for log redaction."""
         values = [self.secret_key, self.flower_password, self.metrics_token]
-        values += [self.database_password, self.redis_password]
+        values += [self.database_password, self.redis_password, self.redis_sentinel_password]
         found = [value.get_secret_value() for value in values if value is not None]
-        for url in (make_url(self.sqlalchemy_url).password, urlsplit(self.broker_url).password):
-            if url:
-                found.append(url)
+        passwords = [make_url(self.sqlalchemy_url).password]
+        passwords.append(urlsplit(self.redis_url_with_credentials).password)
+        found += [unquote(password) for password in passwords if password]
         # The development defaults are printed in this file: masking them would only garble
         # every log line that says "conveyor".
         public = {DEV_SECRET, DEV_FLOWER_PASSWORD, DEV_DATABASE_PASSWORD}

@@ -1,7 +1,7 @@
 """Real services for tests: a throwaway PostgreSQL database per run, owned by a throwaway
 non-superuser role that the platform logs in as (as in production), private redis-servers
 (optionally with a password and an ACL user), and the platform's own processes (API,
-worker, beat, Flower) started as subprocesses."""
+workers, Flower) started as subprocesses."""
 
 from __future__ import annotations
 
@@ -138,10 +138,15 @@ class RedisServer:
     """
 
     def __init__(
-        self, tmp: Path, *, password: str | None = None, username: str | None = None
+        self,
+        tmp: Path,
+        *extra_args: str,
+        password: str | None = None,
+        username: str | None = None,
     ) -> None:
         self.port = free_port()
         self.dir = tmp
+        self.extra_args = extra_args
         self.password = password
         self.username = username
         self.process: subprocess.Popen[bytes] | None = None
@@ -193,6 +198,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.extra_args,
                 *self._auth_args(),
             ],
             stdout=subprocess.DEVNULL,
@@ -223,7 +229,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 class Process:
-    """A platform process (API, worker, beat) in its own process group, logging to a file."""
+    """A platform process (API, worker) in its own process group, logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -316,12 +322,6 @@ class Platform:
         )
         wait_until(lambda: _worker_ready(process), timeout=60, message="worker ready")
         return process
-
-    def start_beat(self, extra_env: dict[str, str] | None = None) -> Process:
-        schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
-        return self._spawn(
-            "beat", [str(VENV_BIN / "conveyor"), "beat", "--schedule", str(schedule)], extra_env
-        )
 
     def start_flower(self, extra_env: dict[str, str] | None = None) -> tuple[Process, str]:
         """Flower through ``conveyor flower`` (so with the environment it really gets);

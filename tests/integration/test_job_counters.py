@@ -10,7 +10,7 @@ import uuid
 import sqlalchemy as sa
 
 from core import db, job_counters
-from core.lifecycle import commands, outbox
+from core.lifecycle import commands, leases, outbox, reaper
 from core.lifecycle.states import JobStatus
 from core.models import Job
 from tests.integration.test_job_store import claim, new_job
@@ -58,14 +58,14 @@ def test_counters_follow_every_transition(sessions: db.Sessions) -> None:
     assert failed
     assert expiring
     with db.transaction(sessions) as session:
-        commands.finish_job(session, lease=done, status=JobStatus.succeeded)
-        commands.finish_job(session, lease=failed, status=JobStatus.failed, error_code="x")
+        leases.finish_job(session, lease=done, status=JobStatus.succeeded)
+        leases.finish_job(session, lease=failed, status=JobStatus.failed, error_code="x")
         commands.request_cancel(session, job_id=jobs[3], principal=None)
     assert_counts_exact(sessions)
 
     with db.transaction(sessions) as session:
         commands.retry_job(session, job_id=jobs[1], principal=None, attempts_budget=3)
-        commands.requeue_expired(session, limit=10)
+        reaper.requeue_expired(session, limit=10)
         outbox.undispatch_queued(session)
     assert_counts_exact(sessions)
 
@@ -115,7 +115,7 @@ def test_folds_race_with_writers_without_losing_a_change(sessions: db.Sessions) 
             lease = claim(sessions, job_id, f"w{index}")
             assert lease is not None
             with db.transaction(sessions) as session:
-                commands.finish_job(session, lease=lease, status=JobStatus.succeeded)
+                leases.finish_job(session, lease=lease, status=JobStatus.succeeded)
     finally:
         stop.set()
         for folder in folders:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from core.lifecycle.heartbeat import StopSignal
 from core.lifecycle.states import JobStatus
 from jobs.job_runner import INTERNAL_ERROR, _run_body
 
@@ -13,7 +14,8 @@ def test_a_crashing_body_shows_a_code_and_a_sentence_not_the_exception():
     def body(_: Any) -> None:
         raise RuntimeError('postgresql://app:pw9@db: SELECT * FROM "secret_table"')
 
-    outcome = _run_body(SimpleNamespace(result={"done": 3}), body)  # type: ignore[arg-type]
+    ctx = SimpleNamespace(result={"done": 3}, stop=StopSignal(), stop_reason=None)
+    outcome = _run_body(ctx, body)  # type: ignore[arg-type]
 
     assert outcome is not None
     status, result, code, message = outcome
