@@ -28,7 +28,7 @@ from api.guards import (
 )
 from api.middleware import RequestContextMiddleware
 from api.routes import api_keys, docs, health, imports, jobs, metrics
-from core import db
+from core import db, tracing
 from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
@@ -114,6 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, metrics.router, jobs.router, api_keys.router, docs.router):
         app.include_router(router)
     app.include_router(imports.router)
+    if tracing.configure("conveyor-api"):
+        # Outermost, so the request's span is current in our middleware and the routes.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
     return app
 
 
@@ -130,7 +135,14 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         ProblemCORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "traceparent",
+            "tracestate",
+        ],
         expose_headers=["Location", "X-Request-ID", "Retry-After"],
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)

@@ -1,7 +1,7 @@
 """job_counters: jobs by status maintained by triggers (O(1) metrics scrapes)
 
 Revision ID: 1000_job_counters
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-25
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "1000_job_counters"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
