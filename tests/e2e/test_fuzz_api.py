@@ -24,7 +24,7 @@ from tests.e2e.import_support import import_settings
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES_PER_OPERATION = 40
+EXAMPLES_PER_OPERATION = 25
 SEED = 20261125
 PROBLEM_FIELDS = {"type", "title", "status", "code", "message", "detail", "where", "request_id"}
 
