@@ -159,3 +159,25 @@ class Product(Base):
     imported_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now()
     )
+
+
+class JobCounter(Base):
+    """Jobs by status (and ``undispatched``), maintained by triggers on ``jobs`` so a metrics
+    scrape never counts the table (core.job_counters). The value is this row plus the
+    not-yet-folded rows of ``job_counter_deltas``."""
+
+    __tablename__ = "job_counters"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class JobCounterDelta(Base):
+    """Changes to ``job_counters`` appended by the triggers: inserts never wait on each
+    other, unlike updates of one counter row would."""
+
+    __tablename__ = "job_counter_deltas"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    delta: Mapped[int] = mapped_column(sa.BigInteger)

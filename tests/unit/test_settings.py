@@ -28,7 +28,12 @@ def build(**values: Any) -> Settings:
 
 
 def production(**values: Any) -> Settings:
-    defaults = {"env": "production", "secret_key": GOOD_SECRET, "flower_password": "f" * 20}
+    defaults = {
+        "env": "production",
+        "secret_key": GOOD_SECRET,
+        "flower_password": "f" * 20,
+        "database_password": "d" * 20,
+    }
     return build(**{**defaults, **values})
 
 
@@ -55,6 +60,9 @@ def test_production_refuses_the_defaults_and_names_every_variable():
         ({"secret_key": "short"}, "CONVEYOR_SECRET_KEY"),
         ({"flower_password": "conveyor"}, "CONVEYOR_FLOWER_PASSWORD"),
         ({"debug": True}, "CONVEYOR_DEBUG"),
+        ({"database_password": "conveyor"}, "database password"),
+        ({"metrics_token": "short"}, "CONVEYOR_METRICS_TOKEN"),
+        ({"cors_origins": "*"}, "CONVEYOR_CORS_ORIGINS"),
     ],
 )
 def test_production_refuses_each_unsafe_value(values, variable):
@@ -109,6 +117,66 @@ def test_reaper_bound_holds_lease_plus_reaper_interval():
         build(lease_seconds=55, reaper_interval=10)
     assert "CONVEYOR_REAPER_BOUND_SECONDS" in str(refused.value)
     assert build(lease_seconds=55, reaper_interval=10, reaper_bound_seconds=90).lease_seconds == 55
+
+
+def test_a_separate_database_password_replaces_the_urls():
+    settings = build(database_url="postgresql://app:old@db:5432/app", database_password="n:w@")
+
+    assert settings.sqlalchemy_url == "postgresql+psycopg://app:n%3Aw%40@db:5432/app"
+    assert settings.libpq_url == "postgresql://app:n%3Aw%40@db:5432/app"
+
+
+def test_redis_credentials_join_the_broker_url_percent_encoded():
+    assert build(redis_url="redis://r:6379/0").redis_url_with_credentials == "redis://r:6379/0"
+    assert (
+        build(redis_url="redis://r:6379/0", redis_password="p@ss:/w").redis_url_with_credentials
+        == "redis://:p%40ss%3A%2Fw@r:6379/0"
+    )
+    assert (
+        build(
+            redis_url="redis://old:x@r:6379/2", redis_username="app", redis_password="pw"
+        ).redis_url_with_credentials
+        == "redis://app:pw@r:6379/2"
+    )
+
+
+def test_lists_are_read_comma_separated_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CONVEYOR_ALLOWED_HOSTS", "api.example.com, *.example.org")
+    monkeypatch.setenv("CONVEYOR_CORS_ORIGINS", "https://app.example.com")
+
+    settings = build()
+
+    assert settings.allowed_hosts == ["api.example.com", "*.example.org"]
+    assert settings.cors_origins == ["https://app.example.com"]
+    assert build().cors_origins == ["https://app.example.com"]
+    monkeypatch.delenv("CONVEYOR_CORS_ORIGINS")
+    assert build().cors_origins == []  # no cross-origin access by default
+
+
+def test_secret_values_lists_every_credential():
+    settings = build(
+        database_url="postgresql://app:dbpass1@db/app",
+        redis_url="redis://:redispass1@r/0",
+        secret_key=GOOD_SECRET,
+        flower_password="flowerpass1",
+        metrics_token="m" * 30,
+    )
+
+    assert set(settings.secret_values()) >= {
+        "dbpass1",
+        "redispass1",
+        GOOD_SECRET,
+        "flowerpass1",
+        "m" * 30,
+    }
+
+
+def test_empty_credentials_mean_unset():
+    settings = build(metrics_token="", redis_password="", database_password="")
+
+    assert settings.metrics_token is None
+    assert settings.redis_password is None
+    assert settings.database_password is None
 
 
 def test_time_limits_override_the_defaults_entry_by_entry():
