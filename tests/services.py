@@ -244,6 +244,14 @@ class Process:
             start_new_session=True,
         )
 
+    def holds(self, lease_owner: str | None) -> bool:
+        """Whether a job's lease owner (``node@host:pid:task``) is this worker."""
+        argv = [str(arg) for arg in self.popen.args]  # type: ignore[union-attr]
+        if "--hostname" not in argv:
+            return False
+        node = argv[argv.index("--hostname") + 1].split("@")[0]
+        return (lease_owner or "").startswith(node + "@")
+
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process and all its children (a prefork worker's pool too)."""
         with suppress(ProcessLookupError):

