@@ -23,6 +23,7 @@ from core import db
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
+from core.imports.registry import ImporterRegistry
 from core.logging import configure_logging
 from core.metrics import build_registry
 from core.settings import Settings, get_settings
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Declarations are read lazily (and again when their file changes): nothing at start.
+    app.state.importers = ImporterRegistry(settings.importers_dir)
     error_handlers.install(app)
     app.add_middleware(RequestContextMiddleware)
     for router in (health.router, metrics.router, jobs.router, api_keys.router):

@@ -22,6 +22,7 @@ from core.api_keys import Principal, Role
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.errors import Forbidden, NotFound, Unauthenticated
+from core.imports.registry import ImporterRegistry
 from core.settings import Settings
 
 # auto_error=False: a missing or malformed header must become our own 401 problem, not
@@ -59,6 +60,11 @@ async def _breaker(request: Request) -> RedisBreaker:
     return breaker
 
 
+async def _importers(request: Request) -> ImporterRegistry:
+    importers: ImporterRegistry = request.app.state.importers
+    return importers
+
+
 async def _request_id(request: Request) -> str | None:
     request_id: str | None = getattr(request.state, "request_id", None)
     return request_id
@@ -71,6 +77,7 @@ JobDispatcher = Annotated[Dispatcher, Depends(_dispatcher)]
 RedisClient = Annotated[redis.Redis, Depends(_redis)]
 Breaker = Annotated[RedisBreaker, Depends(_breaker)]
 RequestId = Annotated[str | None, Depends(_request_id)]
+Importers = Annotated[ImporterRegistry, Depends(_importers)]
 
 
 def _current_principal(

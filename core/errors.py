@@ -7,6 +7,7 @@ ConveyorError
 │   ├── IdempotencyConflict   same Idempotency-Key, different request
 │   └── InvalidTransition     e.g. cancel a finished job
 ├── InvalidRequest            a request that fails validation
+│   └── MalformedRequest      a body that cannot even be parsed (truncated multipart)
 ├── PayloadTooLarge           upload over the size cap
 ├── Unauthenticated           missing or unknown API key
 ├── Forbidden                 role not allowed
@@ -63,6 +64,12 @@ class InvalidRequest(ConveyorError):
     """The request is not valid."""
 
     code = "invalid_request"
+
+
+class MalformedRequest(InvalidRequest):
+    """The request body cannot be parsed."""
+
+    code = "malformed_request"
 
 
 class PayloadTooLarge(ConveyorError):

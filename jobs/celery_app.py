@@ -16,7 +16,7 @@ from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
-from core.broker.task_names import REAPER_TASK, RELAY_TASK, route_for
+from core.broker.task_names import PURGE_UPLOADS_TASK, REAPER_TASK, RELAY_TASK, route_for
 from core.logging import clear_context, configure_logging
 from core.settings import Settings, get_settings
 from jobs import diagnostics, periodic
@@ -24,6 +24,8 @@ from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
 
 log = structlog.get_logger(__name__)
+
+UPLOAD_PURGE_INTERVAL = 3600.0
 
 JOB_BODIES: dict[str, JobBody] = {
     "noop": diagnostics.run_noop,
@@ -99,6 +101,10 @@ def _register_periodic(app: ConveyorCelery, settings: Settings) -> None:
     def reap_leases() -> dict[str, Any]:
         return periodic.reap_leases(app.runtime.sessions, app.runtime.publisher)
 
+    @app.task(name=PURGE_UPLOADS_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    def purge_uploads() -> dict[str, Any]:
+        return periodic.purge_uploads(app.runtime.sessions, settings)
+
     # A tick that waited longer than its interval is stale: drop it rather than pile up.
     app.conf.beat_schedule = {
         "relay-outbox": {
@@ -110,6 +116,11 @@ def _register_periodic(app: ConveyorCelery, settings: Settings) -> None:
             "task": REAPER_TASK,
             "schedule": schedule(settings.reaper_interval),
             "options": {"expires": settings.reaper_interval * 2},
+        },
+        "purge-uploads": {
+            "task": PURGE_UPLOADS_TASK,
+            "schedule": schedule(UPLOAD_PURGE_INTERVAL),
+            "options": {"expires": UPLOAD_PURGE_INTERVAL},
         },
     }
 

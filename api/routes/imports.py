@@ -18,6 +18,7 @@ from api.deps import (
     AppSettings,
     CurrentPrincipal,
     IdempotencyKey,
+    Importers,
     JobDispatcher,
     JobId,
     RequestId,
@@ -34,12 +35,12 @@ from api.schemas.imports import (
 from api.schemas.jobs import JobOut
 from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
-from core import db
+from core import db, storage
 from core.api_keys import Principal
 from core.errors import InvalidRequest, NotFound
-from core.imports import row_errors
+from core.imports import row_errors, uploads
 from core.imports.options import ImportParams, StoredFile
-from core.imports.registry import IMPORTERS, get_importer
+from core.imports.registry import ImporterRegistry
 from core.lifecycle import commands, queries
 from core.models import Job
 from core.settings import Settings
@@ -50,19 +51,45 @@ router = APIRouter(tags=["imports"], responses=problem_responses(401, 422, 503))
 
 
 def _import_params(
-    fields: dict[str, str], upload: StoredUpload | None, filename: str | None
+    fields: dict[str, str],
+    upload: StoredUpload | None,
+    filename: str | None,
+    *,
+    importers: ImporterRegistry,
+    principal: Principal,
 ) -> ImportParams:
     if upload is None:
         raise InvalidRequest("The form needs a 'file' part with the CSV.", where={"field": "file"})
     stored = StoredFile(path=upload.path, sha256=upload.sha256, size=upload.size, filename=filename)
     try:
-        params = ImportForm.model_validate(fields).params(stored)
+        form = ImportForm.model_validate(fields)
     except ValidationError as error:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
         ) from error
-    get_importer(params.importer)
-    return params
+    # 404 for an importer this principal may not run, exactly as for one that does not exist.
+    importer = importers.get_for(form.importer, principal)
+    mode = form.mode or importer.mode
+    if mode == "upsert" and not importer.key:
+        raise InvalidRequest(
+            f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
+            where={"field": "mode"},
+        )
+    try:
+        return form.params(stored, mode=mode, reveal_table=importer.may_read_table(principal))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
+        ) from error
+
+
+def _quota_left(sessions: db.Sessions, settings: Settings, principal: Principal) -> int:
+    with db.transaction(sessions) as session:
+        used = uploads.stored_bytes(
+            session, principal_id=principal.id, retention_seconds=settings.upload_retention_seconds
+        )
+    uploads.check_quota(used=used, adding=1, quota=settings.upload_quota_bytes)
+    return settings.upload_quota_bytes - used
 
 
 def _submit(
@@ -93,8 +120,9 @@ def _submit(
     summary="Upload a CSV and import it",
     description=(
         "multipart/form-data with the CSV in `file`. The upload is streamed to storage "
-        "(size-capped by CONVEYOR_MAX_UPLOAD_BYTES, sha256 recorded) and becomes an `import` "
-        "job; poll GET /v1/jobs/{id}, read rejected rows at GET /v1/jobs/{id}/errors."
+        "(size-capped by CONVEYOR_MAX_UPLOAD_BYTES and the caller's storage quota, sha256 "
+        "recorded) and becomes an `import` job; poll GET /v1/jobs/{id}, read rejected rows "
+        "at GET /v1/jobs/{id}/errors. An importer the caller may not run answers 404."
     ),
     openapi_extra={
         "requestBody": {
@@ -104,7 +132,7 @@ def _submit(
     },
     responses={
         200: {"model": JobOut, "description": "Replay: this Idempotency-Key's earlier job."},
-        **problem_responses(409, 413),
+        **problem_responses(400, 404, 409, 413),
     },
 )
 async def submit_import(
@@ -114,29 +142,45 @@ async def submit_import(
     sessions: Sessions,
     settings: AppSettings,
     principal: CurrentPrincipal,
+    importers: Importers,
     request_id: RequestId,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     check_content_length(request, settings.max_upload_bytes)
+    quota_left = await run_in_threadpool(_quota_left, sessions, settings, principal)
+    quota = settings.upload_quota_bytes
+    over_quota = uploads.quota_error(used=quota - quota_left, quota=quota)
+    check_content_length(request, quota_left, too_large=over_quota)
     writer = await run_in_threadpool(
         UploadWriter, settings.storage_dir, max_bytes=settings.max_upload_bytes
     )
     try:
         form = await receive_form(
-            request, writer=writer, file_field="file", max_bytes=settings.max_upload_bytes
+            request,
+            writer=writer,
+            file_field="file",
+            max_bytes=settings.max_upload_bytes,
+            quota=(quota_left, over_quota),
         )
     finally:
         writer.abort()  # no-op once finished; removes the partial file otherwise
-    params = _import_params(form.fields, form.upload, form.filename)
-    job, created = await run_in_threadpool(
-        _submit,
-        sessions,
-        settings,
-        principal,
-        params,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
+    try:
+        params = _import_params(
+            form.fields, form.upload, form.filename, importers=importers, principal=principal
+        )
+        job, created = await run_in_threadpool(
+            _submit,
+            sessions,
+            settings,
+            principal,
+            params,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+    except BaseException:
+        if form.upload is not None:  # a refused form leaves no file behind
+            await run_in_threadpool(storage.discard, settings.storage_dir, form.upload)
+        raise
     if created:
         # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
         dispatcher.dispatch(kind=IMPORT_KIND, job_id=job.id, request_id=request_id)
@@ -146,9 +190,16 @@ async def submit_import(
     return job
 
 
-@router.get("/v1/importers", summary="What can be imported: importers and their columns")
-async def list_importers(principal: CurrentPrincipal) -> ImporterList:
-    return ImporterList(items=[ImporterOut.from_importer(i) for i in IMPORTERS.values()])
+@router.get(
+    "/v1/importers",
+    summary="The importers you may run, with their columns",
+    description="Importers are declaration files in CONVEYOR_IMPORTERS_DIR; each names the "
+    "roles and API key scopes that may run it. Others are not listed.",
+)
+def list_importers(principal: CurrentPrincipal, importers: Importers) -> ImporterList:
+    return ImporterList(
+        items=[ImporterOut.from_importer(i) for i in importers.visible_to(principal)]
+    )
 
 
 def _import_job(sessions: db.Sessions, job_id: uuid.UUID, principal: Principal) -> Job:

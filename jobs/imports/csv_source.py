@@ -8,6 +8,11 @@ the next one. Encodings must therefore be ASCII-compatible (see core/imports/opt
 
 Row numbers are record numbers, as a spreadsheet shows them: the header is row 1, a record
 with quoted newlines is one row, and a blank line is a row (skipped, never loaded).
+
+Hostile files stay in bounds: a line is read at most ``max_record_bytes`` at a time and a
+record (all its lines) longer than that fails the import (``record_too_large``) as soon as
+it passes the cap, so a 1 GiB single-line file never reaches memory; a header wider than
+``max_columns`` fails it too (``too_many_columns``); a batch stops at ``batch_bytes``.
 """
 
 from __future__ import annotations
@@ -137,10 +142,46 @@ class Header:
     end_offset: int  # where the first data record starts
 
 
-def _decoded(file: BinaryIO, encoding: str) -> Iterator[str]:
-    if codecs.lookup(encoding).name == "utf-8":
-        return map(bytes.decode, file)  # the common case, without a partial per line
-    return map(functools.partial(bytes.decode, encoding=encoding), file)
+class LineSource:
+    """The file's lines from its current position, decoded, each read at most ``cap`` + 1
+    bytes at a time. Counts what it hands out; ``mark`` (called after each record) starts
+    the next record, and a record that grows past ``cap`` bytes fails the import."""
+
+    def __init__(self, file: BinaryIO, encoding: str, *, cap: int, first_row: int) -> None:
+        self.file = file
+        self.cap = cap
+        self.consumed = 0
+        self.record_start = 0
+        self.first_row = first_row  # row number of the first record read from here
+        self.records = 0
+        self._decode = (
+            bytes.decode
+            if codecs.lookup(encoding).name == "utf-8"
+            else functools.partial(bytes.decode, encoding=encoding)
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        readline = functools.partial(self.file.readline, self.cap + 1)
+        decode = self._decode
+        for line in iter(readline, b""):
+            self.consumed += len(line)
+            if self.consumed - self.record_start > self.cap:
+                raise self._too_large()
+            yield decode(line)
+
+    def mark(self, record: list[str]) -> list[str]:
+        self.record_start = self.consumed
+        self.records += 1
+        return record
+
+    def _too_large(self) -> ImportFailed:
+        row = self.first_row + self.records
+        return ImportFailed(
+            Failure.record_too_large,
+            f"Row {row}: the record is longer than {self.cap:,} bytes "
+            "(CONVEYOR_IMPORT_MAX_RECORD_BYTES); is this a CSV file with line breaks?",
+            where={"row": row},
+        )
 
 
 def _reader(lines: Iterator[str], delimiter: str) -> Iterator[list[str]]:
@@ -164,29 +205,44 @@ def sniff_delimiter(line: str, known: Collection[str]) -> str:
 
 
 def read_header(
-    file: BinaryIO, *, encoding: str, delimiter: str | None, known: Collection[str]
+    file: BinaryIO,
+    *,
+    encoding: str,
+    delimiter: str | None,
+    known: Collection[str],
+    max_record_bytes: int,
+    max_columns: int,
 ) -> Header:
-    """The first non-blank record; fails the import when there is none."""
+    """The first non-blank record; fails the import when there is none, or when it is
+    longer than ``max_record_bytes`` or has more than ``max_columns`` fields."""
     offset = data_start(file, encoding)
     file.seek(offset)
     row = 1
-    for raw in file:
+    for raw in iter(functools.partial(file.readline, max_record_bytes + 1), b""):
         if raw.strip():
             break
         offset += len(raw)
         row += 1
     else:
         raise ImportFailed(Failure.empty_file, "The file is empty: no header, no rows.")
-    chosen = delimiter or sniff_delimiter(raw.decode(encoding), known)
     file.seek(offset)
+    lines = LineSource(file, encoding, cap=max_record_bytes, first_row=row)
     try:
-        fields = next(_reader(_decoded(file, encoding), chosen))
+        chosen = delimiter or sniff_delimiter(raw.decode(encoding), known)
+        fields = next(_reader(iter(lines), chosen))
     except (csv.Error, StopIteration) as error:
         raise ImportFailed(
             Failure.not_csv,
             f"Row {row}: the header is not valid CSV ({error}).",
             where={"row": row},
         ) from None
+    if len(fields) > max_columns:
+        raise ImportFailed(
+            Failure.too_many_columns,
+            f"Row {row}: the header has {len(fields):,} columns, more than the "
+            f"{max_columns:,} allowed (CONVEYOR_IMPORT_MAX_COLUMNS).",
+            where={"row": row},
+        )
     return Header(fields=fields, row=row, delimiter=chosen, end_offset=file.tell())
 
 
@@ -211,8 +267,12 @@ class RawBatch:
         return len(self.rows) + len({error.row for error in self.rejected})
 
 
+FIRST_CHUNK = 1_000  # records read before a batch's bytes per record are known
+
+
 class RecordReader:
-    """Reads records from ``offset`` on; the record there has row number ``next_row``."""
+    """Reads records from ``offset`` on; the record there has row number ``next_row``.
+    A batch holds at most ``limit`` records and stops once past ``batch_bytes``."""
 
     def __init__(
         self,
@@ -223,6 +283,8 @@ class RecordReader:
         width: int,
         offset: int,
         next_row: int,
+        max_record_bytes: int,
+        batch_bytes: int,
     ) -> None:
         self._file = file
         self._encoding = encoding
@@ -230,23 +292,53 @@ class RecordReader:
         self._width = width
         self._next_row = next_row
         self._offset = offset
-        self._open_at(offset)
+        self._max_record_bytes = max_record_bytes
+        self._batch_bytes = batch_bytes
+        self._record_bytes = 0  # bytes per record seen so far, to size chunks
+        self._open_at(offset, next_row)
 
-    def _open_at(self, offset: int) -> None:
+    def _open_at(self, offset: int, row: int) -> None:
         self._file.seek(offset)
-        self._records = _reader(_decoded(self._file, self._encoding), self._delimiter)
+        self._lines = LineSource(
+            self._file, self._encoding, cap=self._max_record_bytes, first_row=row
+        )
+        records = _reader(iter(self._lines), self._delimiter)
+        self._records = map(self._lines.mark, records)
+
+    def _chunks(self, limit: int) -> tuple[list[list[str]], bool]:
+        """Up to ``limit`` records, fewer once the batch passes ``batch_bytes``; and
+        whether the file ended. Chunks are sized from the bytes per record seen so far."""
+        records: list[list[str]] = []
+        start = self._lines.consumed
+        while len(records) < limit:
+            spent = self._lines.consumed - start
+            if spent >= self._batch_bytes:
+                return records, False
+            left = limit - len(records)
+            per_record = self._record_bytes
+            size = (
+                min(left, max(1, (self._batch_bytes - spent) // per_record))
+                if per_record
+                else min(left, FIRST_CHUNK)
+            )
+            # The hot path: the C reader fills a chunk without a Python loop per record.
+            chunk = list(itertools.islice(self._records, size))
+            records += chunk
+            if records:
+                self._record_bytes = max(1, (self._lines.consumed - start) // len(records))
+            if len(chunk) < size:
+                return records, True
+        return records, False
 
     def read_batch(self, limit: int) -> RawBatch:
-        """The next ``limit`` records (fewer at the end of the file)."""
+        """The next ``limit`` records (fewer at the end of the file, or past batch_bytes)."""
         first = self._next_row
         try:
-            # The hot path: the C reader fills the batch without a Python loop per record.
-            records = list(itertools.islice(self._records, limit))
+            records, exhausted = self._chunks(limit)
         except csv.Error:
             # A malformed record: read this batch again, record by record, to place it.
-            self._open_at(self._offset)
+            self._open_at(self._offset, first)
             return self._finish(first, *self._read_carefully(limit, first))
-        exhausted = len(records) < limit
         if set(map(len, records)) <= {self._width}:
             return self._finish(first, records, [], [], exhausted)
         return self._finish(first, *self._sort_out(records, first), exhausted)
@@ -290,12 +382,16 @@ class RecordReader:
         rows: list[list[str]] = []
         skipped: list[int] = []
         rejected: list[RowError] = []
+        start = self._lines.consumed
         for row in range(first, first + limit):
+            if self._lines.consumed - start >= self._batch_bytes:
+                break
             try:
                 fields = next(self._records)
             except StopIteration:
                 return rows, skipped, rejected, True
             except csv.Error as error:
+                self._lines.mark([])  # the malformed record ends here
                 skipped.append(row)
                 rejected.append(
                     RowError(row, None, RowErrorCode.malformed_row, f"Malformed CSV: {error}.")

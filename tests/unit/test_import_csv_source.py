@@ -12,6 +12,8 @@ from core.imports.row_errors import RowErrorCode
 from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
 
 KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}
+HEADER_LIMITS = {"max_record_bytes": 1 << 20, "max_columns": 100}
+READER_LIMITS = {"max_record_bytes": 1 << 20, "batch_bytes": 1 << 20}
 
 
 def _file(data: bytes) -> io.BytesIO:
@@ -21,7 +23,7 @@ def _file(data: bytes) -> io.BytesIO:
 def _all_records(data: bytes, batch: int, *, width: int = 2, start: int | None = None):
     """Read every record, in batches of ``batch``, reopening at each checkpoint like a resumed
     attempt would; returns (row numbers, rows, rejected rows)."""
-    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN)
+    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN, **HEADER_LIMITS)
     offset, next_row = (start if start is not None else header.end_offset), header.row + 1
     numbers, rows, rejected = [], [], []
     while True:
@@ -32,6 +34,7 @@ def _all_records(data: bytes, batch: int, *, width: int = 2, start: int | None =
             width=width,
             offset=offset,
             next_row=next_row,
+            **READER_LIMITS,
         )
         raw = reader.read_batch(batch)
         numbers += list(raw.row_numbers)
@@ -82,6 +85,7 @@ def test_header_skips_bom_and_leading_blank_lines():
         encoding="utf-8",
         delimiter=None,
         known=KNOWN,
+        **HEADER_LIMITS,
     )
     assert (header.fields, header.row, header.delimiter) == (["sku", "name"], 3, ",")
     assert header.end_offset == len(b"\xef\xbb\xbf\r\n\r\nsku,name\r\n")
