@@ -15,6 +15,7 @@ import redis
 import sqlalchemy as sa
 
 from core import db
+from core.api_keys import Role
 from core.models import ImportRowError, Product
 from core.settings import Settings
 from tests import services
@@ -48,6 +49,14 @@ class ImportPlatform:
     settings: Settings
     sessions: db.Sessions
     client: httpx.Client
+
+    def client_for(self, role: Role = Role.submitter, scopes: tuple[str, ...] = ()) -> httpx.Client:
+        """A client of the running API with a new key (close it when done)."""
+        key = services.new_api_key(self.sessions, self.settings, role, scopes=scopes)
+        assert self.platform.api_url is not None
+        return httpx.Client(
+            base_url=self.platform.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
 
     def submit(self, data: bytes, filename: str = "upload.csv", **form: Any) -> httpx.Response:
         fields = {"importer": "products", **{k: str(v) for k, v in form.items()}}

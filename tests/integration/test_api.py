@@ -129,7 +129,7 @@ def test_admin_creates_lists_and_revokes_keys(client: TestClient, keys: Keys) ->
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    assert set(body) == {"id", "name", "role", "key"}
+    assert set(body) == {"id", "name", "role", "scopes", "key"}
     assert body["role"] == "submitter"
     new_key = bearer(body["key"])
     assert client.get("/v1/jobs", headers=new_key).status_code == 200
@@ -138,7 +138,9 @@ def test_admin_creates_lists_and_revokes_keys(client: TestClient, keys: Keys) ->
     assert listed.status_code == 200
     items = listed.json()["items"]
     assert {item["name"] for item in items} == {"admin", "ops", "alice", "bob", "ci"}
-    assert all(set(item) == {"id", "name", "role", "created_at", "revoked_at"} for item in items)
+    assert all(
+        set(item) == {"id", "name", "role", "scopes", "created_at", "revoked_at"} for item in items
+    )
 
     assert client.delete(f"/v1/api-keys/{body['id']}", headers=keys.admin).status_code == 204
     assert_problem(client.get("/v1/jobs", headers=new_key), 401, "unauthenticated")
