@@ -72,12 +72,14 @@ class ImportPlatform:
     def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return wait_terminal(self.client, job_id, timeout=timeout)
 
-    def errors(self, job_id: str) -> list[tuple[int, str | None, str]]:
+    def errors(
+        self, job_id: str, client: httpx.Client | None = None
+    ) -> list[tuple[int, str | None, str]]:
         items: list[dict[str, Any]] = []
         cursor = None
         while True:
             params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-            page = self.client.get(f"/v1/jobs/{job_id}/errors", params=params)
+            page = (client or self.client).get(f"/v1/jobs/{job_id}/errors", params=params)
             assert page.status_code == 200, page.text
             items += page.json()["items"]
             cursor = page.json()["next_cursor"]

@@ -111,7 +111,7 @@ def test_dry_run_writes_nothing_but_reports_rejections(fresh, operator_client):
         0,
         3,
     )
-    assert fresh.errors(operator["id"]) == [
+    assert fresh.errors(operator["id"], operator_client) == [
         (2, "sku", "duplicate_key"),
         (3, "price", "out_of_range"),
         (5, "sku", "duplicate_key"),

@@ -20,7 +20,8 @@ def test_save_upload_streams_and_addresses_by_content(tmp_path):
         assert file.read() == b"sku,name\nA,a\n"
     again = save_upload(iter(data), storage_dir=tmp_path, max_bytes=100)
     assert (again.path, again.sha256, again.size) == (stored.path, stored.sha256, stored.size)
-    assert stored.created and not again.created
+    assert stored.created
+    assert not again.created
 
 
 def test_discard_removes_only_a_file_this_upload_created_and_still_owns(tmp_path):

@@ -72,11 +72,13 @@ def test_the_issue_example_declaration_reads_as_yaml_and_as_json(tmp_path):
 
     (tmp_path / "copy.json").write_text(json.dumps(yaml.safe_load(EXAMPLE)))
     from_json = read_declaration(tmp_path / "copy.json")
-    assert from_yaml.name == "products" and from_json.name == "copy"
+    assert from_yaml.name == "products"
+    assert from_json.name == "copy"
     assert from_yaml.columns == from_json.columns
     assert from_yaml.headers["last_update"] == "updated_at"
     assert from_yaml.headers["updated_at"] == "updated_at"
-    assert from_yaml.scopes == {"imports:products"} and from_yaml.roles == {Role.submitter}
+    assert from_yaml.scopes == {"imports:products"}
+    assert from_yaml.roles == {Role.submitter}
 
 
 @pytest.mark.parametrize(
@@ -132,9 +134,11 @@ def test_declaration_files_that_cannot_be_read(tmp_path):
 
 def test_primary_key_fields_are_required_and_mode_defaults_from_the_key():
     keyed = declared(**_fields({"name": "a", "type": "integer"}, {"name": "b"}, primaryKey="a"))
-    assert keyed.mode == "upsert" and keyed.column("a").required
+    assert keyed.mode == "upsert"
+    assert keyed.column("a").required
     keyless = declared(**_fields({"name": "a"}))
-    assert keyless.mode == "insert" and keyless.key == ()
+    assert keyless.mode == "insert"
+    assert keyless.key == ()
 
 
 def test_registry_reads_changes_and_reports_invalid_files(tmp_path):
