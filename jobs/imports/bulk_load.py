@@ -11,8 +11,10 @@ Two ways in, both fed the same COPY text payload:
   rewrites nothing; ``RETURNING (xmax = 0)`` tells inserted from updated rows.
 
 Fields declared ``unique`` (besides the key): the staged way first takes out of the stage
-the rows that repeat a unique value of an earlier row of the batch or hold one that another
-row of the table has; they are rejected as ``not_unique``. A direct COPY that meets such a
+the rows that hold a unique value another row of the table has (under another key), then
+those that repeat a value of an earlier row of the batch; they are rejected as
+``not_unique``. (A row may be refused for a value another row of the same batch is giving
+up: the table is compared as it was before the batch.) A direct COPY that meets such a
 value fails on the table's unique index and the batch takes the staged way.
 
 After a batch that met existing keys, the next batch goes staged directly; after a staged
@@ -249,8 +251,13 @@ class BulkLoader:
         """Remove from the stage the rows whose unique fields repeat a value of an earlier
         row of the batch or (when the table may be revealed) of another row of the table."""
         refused: dict[int, str] = {}
+        # Writing must check the table (the insert would fail otherwise); a dry run only
+        # when this import may learn what the table holds.
+        check_table = self._reveal or not self._dry_run
         for name, in_batch, in_table in self._sql.unique:
-            statements = [in_batch, in_table] if self._reveal else [in_batch]
+            # The table first: a row taking a value another key holds goes, and then the
+            # first of the remaining rows with a value keeps it.
+            statements = [in_table, in_batch] if check_table else [in_batch]
             for statement in statements:
                 for (index,) in cursor.execute(statement):
                     refused.setdefault(int(index), name)

@@ -144,16 +144,34 @@ class Header:
 
 class LineSource:
     """The file's lines from its current position, decoded, each read at most ``cap`` + 1
-    bytes at a time. Counts what it hands out; ``mark`` (called after each record) starts
-    the next record, and a record that grows past ``cap`` bytes fails the import."""
+    bytes at a time, with byte accounting per record and per batch.
 
-    def __init__(self, file: BinaryIO, encoding: str, *, cap: int, first_row: int) -> None:
+    ``mark`` runs after each record (the reader maps it over the csv reader): it starts the
+    next record, so a record that grows past ``cap`` bytes fails the import as soon as it
+    does; and once a batch has passed its byte budget it holds the record back (``carry``)
+    and ends the batch, so batches stay within ``batch_bytes`` however large rows are.
+    """
+
+    # The hot path touches these once or twice per line and per record: slots are faster.
+    __slots__ = (
+        "_decode",
+        "batch_start",
+        "budget_end",
+        "cap",
+        "carry",
+        "consumed",
+        "file",
+        "record_start",
+    )
+
+    def __init__(self, file: BinaryIO, encoding: str, *, cap: int) -> None:
         self.file = file
         self.cap = cap
-        self.consumed = 0
+        self.consumed = 0  # bytes handed out since this source was opened
         self.record_start = 0
-        self.first_row = first_row  # row number of the first record read from here
-        self.records = 0
+        self.batch_start = 0
+        self.budget_end = 1 << 62
+        self.carry: tuple[list[str], int] | None = None  # (record, where it started)
         self._decode = (
             bytes.decode
             if codecs.lookup(encoding).name == "utf-8"
@@ -163,25 +181,47 @@ class LineSource:
     def __iter__(self) -> Iterator[str]:
         readline = functools.partial(self.file.readline, self.cap + 1)
         decode = self._decode
+        cap = self.cap
         for line in iter(readline, b""):
-            self.consumed += len(line)
-            if self.consumed - self.record_start > self.cap:
-                raise self._too_large()
+            consumed = self.consumed = self.consumed + len(line)
+            if consumed - self.record_start > cap:
+                raise RecordTooLarge()
             yield decode(line)
 
+    def begin_batch(self, budget: int) -> list[str] | None:
+        """Start a batch of at most ``budget`` bytes; the record held back, if any."""
+        carried = self.carry
+        self.carry = None
+        self.batch_start = carried[1] if carried else self.consumed
+        self.budget_end = self.batch_start + budget
+        return carried[0] if carried else None
+
+    @property
+    def batch_end(self) -> int:
+        """Bytes from the opening offset to where the next batch starts."""
+        return self.carry[1] if self.carry else self.consumed
+
     def mark(self, record: list[str]) -> list[str]:
-        self.record_start = self.consumed
-        self.records += 1
+        consumed = self.consumed
+        if consumed > self.budget_end and self.record_start > self.batch_start:
+            self.carry = (record, self.record_start)
+            self.record_start = consumed
+            raise StopIteration  # ends the batch's islice; the record waits in carry
+        self.record_start = consumed
         return record
 
-    def _too_large(self) -> ImportFailed:
-        row = self.first_row + self.records
-        return ImportFailed(
-            Failure.record_too_large,
-            f"Row {row}: the record is longer than {self.cap:,} bytes "
-            "(CONVEYOR_IMPORT_MAX_RECORD_BYTES); is this a CSV file with line breaks?",
-            where={"row": row},
-        )
+
+class RecordTooLarge(Exception):
+    """Raised by LineSource mid-record; the reader knows the row and says it."""
+
+
+def record_too_large(row: int, cap: int) -> ImportFailed:
+    return ImportFailed(
+        Failure.record_too_large,
+        f"Row {row}: the record is longer than {cap:,} bytes "
+        "(CONVEYOR_IMPORT_MAX_RECORD_BYTES); is this a CSV file with line breaks?",
+        where={"row": row},
+    )
 
 
 def _reader(lines: Iterator[str], delimiter: str) -> Iterator[list[str]]:
@@ -226,10 +266,12 @@ def read_header(
     else:
         raise ImportFailed(Failure.empty_file, "The file is empty: no header, no rows.")
     file.seek(offset)
-    lines = LineSource(file, encoding, cap=max_record_bytes, first_row=row)
+    lines = LineSource(file, encoding, cap=max_record_bytes)
     try:
         chosen = delimiter or sniff_delimiter(raw.decode(encoding), known)
         fields = next(_reader(iter(lines), chosen))
+    except RecordTooLarge:
+        raise record_too_large(row, max_record_bytes) from None
     except (csv.Error, StopIteration) as error:
         raise ImportFailed(
             Failure.not_csv,
@@ -267,12 +309,10 @@ class RawBatch:
         return len(self.rows) + len({error.row for error in self.rejected})
 
 
-FIRST_CHUNK = 1_000  # records read before a batch's bytes per record are known
-
-
 class RecordReader:
     """Reads records from ``offset`` on; the record there has row number ``next_row``.
-    A batch holds at most ``limit`` records and stops once past ``batch_bytes``."""
+    A batch holds at most ``limit`` records and at most ``batch_bytes`` bytes (or one
+    record, if that record alone is larger)."""
 
     def __init__(
         self,
@@ -294,51 +334,32 @@ class RecordReader:
         self._offset = offset
         self._max_record_bytes = max_record_bytes
         self._batch_bytes = batch_bytes
-        self._record_bytes = 0  # bytes per record seen so far, to size chunks
-        self._open_at(offset, next_row)
+        self._open_at(offset)
 
-    def _open_at(self, offset: int, row: int) -> None:
+    def _open_at(self, offset: int) -> None:
         self._file.seek(offset)
-        self._lines = LineSource(
-            self._file, self._encoding, cap=self._max_record_bytes, first_row=row
-        )
+        self._opened_at = offset
+        self._lines = LineSource(self._file, self._encoding, cap=self._max_record_bytes)
         records = _reader(iter(self._lines), self._delimiter)
         self._records = map(self._lines.mark, records)
-
-    def _chunks(self, limit: int) -> tuple[list[list[str]], bool]:
-        """Up to ``limit`` records, fewer once the batch passes ``batch_bytes``; and
-        whether the file ended. Chunks are sized from the bytes per record seen so far."""
-        records: list[list[str]] = []
-        start = self._lines.consumed
-        while len(records) < limit:
-            spent = self._lines.consumed - start
-            if spent >= self._batch_bytes:
-                return records, False
-            left = limit - len(records)
-            per_record = self._record_bytes
-            size = (
-                min(left, max(1, (self._batch_bytes - spent) // per_record))
-                if per_record
-                else min(left, FIRST_CHUNK)
-            )
-            # The hot path: the C reader fills a chunk without a Python loop per record.
-            chunk = list(itertools.islice(self._records, size))
-            records += chunk
-            if records:
-                self._record_bytes = max(1, (self._lines.consumed - start) // len(records))
-            if len(chunk) < size:
-                return records, True
-        return records, False
 
     def read_batch(self, limit: int) -> RawBatch:
         """The next ``limit`` records (fewer at the end of the file, or past batch_bytes)."""
         first = self._next_row
+        carried = self._lines.begin_batch(self._batch_bytes)
+        records = [carried] if carried is not None else []
         try:
-            records, exhausted = self._chunks(limit)
+            # The hot path: the C reader fills the batch without a Python loop per record.
+            records += itertools.islice(self._records, limit - len(records))
+        except RecordTooLarge:
+            # ``records`` holds what was read before: the next record is the culprit.
+            raise record_too_large(first + len(records), self._max_record_bytes) from None
         except csv.Error:
             # A malformed record: read this batch again, record by record, to place it.
-            self._open_at(self._offset, first)
+            self._open_at(self._offset)
+            self._lines.begin_batch(self._batch_bytes)
             return self._finish(first, *self._read_carefully(limit, first))
+        exhausted = len(records) < limit and self._lines.carry is None
         if set(map(len, records)) <= {self._width}:
             return self._finish(first, records, [], [], exhausted)
         return self._finish(first, *self._sort_out(records, first), exhausted)
@@ -354,7 +375,7 @@ class RecordReader:
         count = len(rows) + len(skipped)
         self._next_row = first + count
         if count:
-            self._offset = self._file.tell()
+            self._offset = self._opened_at + self._lines.batch_end
         numbers: Sequence[int] = range(first, first + len(rows))
         if skipped:
             gaps = set(skipped)
@@ -382,16 +403,15 @@ class RecordReader:
         rows: list[list[str]] = []
         skipped: list[int] = []
         rejected: list[RowError] = []
-        start = self._lines.consumed
         for row in range(first, first + limit):
-            if self._lines.consumed - start >= self._batch_bytes:
-                break
             try:
                 fields = next(self._records)
             except StopIteration:
-                return rows, skipped, rejected, True
+                return rows, skipped, rejected, self._lines.carry is None
+            except RecordTooLarge:
+                raise record_too_large(row, self._max_record_bytes) from None
             except csv.Error as error:
-                self._lines.mark([])  # the malformed record ends here
+                self._lines.record_start = self._lines.consumed  # the bad record ends here
                 skipped.append(row)
                 rejected.append(
                     RowError(row, None, RowErrorCode.malformed_row, f"Malformed CSV: {error}.")

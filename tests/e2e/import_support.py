@@ -72,6 +72,9 @@ class ImportPlatform:
     def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return wait_terminal(self.client, job_id, timeout=timeout)
 
+    def wait_with(self, client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_terminal(client, job_id, timeout=timeout)
+
     def errors(
         self, job_id: str, client: httpx.Client | None = None
     ) -> list[tuple[int, str | None, str]]:

@@ -8,14 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from core import db
-from core.imports.ddl import TableInfo
+from core.imports.ddl import TableInfo, ensure_table
 from core.models import Product
 from jobs.imports.batch_plan import plan_batch
 from jobs.imports.bulk_load import BulkLoader, LoadResult
 from jobs.imports.csv_source import RawBatch
 from jobs.imports.prepared_batch import PreparedBatch
 from jobs.imports.row_validation import RowValidator
-from tests.declared import PRODUCTS
+from tests.declared import PRODUCTS, declared
 
 
 def _plan(header, rows, mode="upsert") -> PreparedBatch:
@@ -101,4 +101,46 @@ def test_dry_run_writes_nothing(sessions):
     assert (result.inserted, result.existing) == (0, ["A"])
     upsert = _load(sessions, BulkLoader(PRODUCTS, TABLE, HEADER, mode="upsert", dry_run=True), plan)
     assert upsert == LoadResult()
+    hidden = BulkLoader(PRODUCTS, TABLE, HEADER, mode="insert", dry_run=True, reveal_table=False)
+    assert _load(sessions, hidden, plan) == LoadResult()  # the table's keys stay unknown
     assert set(_table(sessions)) == {"A"}
+
+
+ORDERS = declared(
+    "orders",
+    table="bulk_orders",
+    schema={
+        "fields": [
+            {"name": "id", "type": "integer"},
+            {"name": "Ref No", "constraints": {"unique": True}},
+        ],
+        "primaryKey": ["id"],
+    },
+)
+
+
+def _orders_batch(rows, mode="upsert"):
+    header = ["id", "Ref No"]
+    columns = [ORDERS.column(name) for name in header]
+    numbers = list(range(2, 2 + len(rows)))
+    checked = RowValidator(columns, keys=ORDERS.key).check(rows, numbers)
+    plan = plan_batch(checked, key_positions=[0], key_names=["id"], mode=mode)
+    raw = RawBatch(rows, numbers, [], 2, 1 + len(rows), 0, True)
+    return PreparedBatch.of(raw, checked, plan, keep_keys=True)
+
+
+def test_unique_fields_are_checked_against_the_batch_and_the_table(sessions):
+    with db.transaction(sessions) as session:
+        session.execute(sa.text("DROP TABLE IF EXISTS bulk_orders"))
+        table = ensure_table(session, ORDERS)
+    assert table.created
+    loader = BulkLoader(ORDERS, table, ["id", "Ref No"], mode="upsert", dry_run=False)
+    _load(sessions, loader, _orders_batch([["10", "R-10"]]))
+    batch = _orders_batch([["11", "R-11"], ["12", "R-11"], ["13", "R-10"], ["10", "R-10"]])
+    result = _load(sessions, loader, batch)
+    assert result.not_unique == [(1, "Ref No"), (2, "Ref No")]
+    assert (result.inserted, result.changed, result.unchanged) == (1, 0, 1)
+    with db.transaction(sessions) as session:
+        rows = session.execute(sa.text('SELECT id, "Ref No" FROM bulk_orders ORDER BY id'))
+        assert [tuple(row) for row in rows] == [(10, "R-10"), (11, "R-11")]
+        session.execute(sa.text("DROP TABLE bulk_orders"))

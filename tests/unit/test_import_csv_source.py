@@ -154,3 +154,73 @@ def test_resuming_at_each_checkpoint_reads_exactly_the_same_records(batch):
     numbers, rows, _ = _all_records(data, batch)
     assert [row[0] for row in rows] == [f"S{i}" for i in range(25)]
     assert numbers == sorted(set(numbers))
+
+
+def _reader(data: bytes, **limits):
+    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN, **HEADER_LIMITS)
+    return RecordReader(
+        _file(data),
+        encoding="utf-8",
+        delimiter=",",
+        width=len(header.fields),
+        offset=header.end_offset,
+        next_row=header.row + 1,
+        **{**READER_LIMITS, **limits},
+    )
+
+
+def test_a_line_longer_than_the_record_cap_fails_at_once():
+    data = b"sku,name\nA,a\nB," + b"x" * 5_000 + b"\nC,c\n"
+    with pytest.raises(ImportFailed) as failure:
+        _reader(data, max_record_bytes=1_024).read_batch(100)
+    assert failure.value.code == "record_too_large"
+    assert failure.value.where == {"row": 3}
+
+
+def test_a_multiline_record_past_the_cap_fails_as_soon_as_it_passes_it():
+    # Each line is short; the quoted field never closes within the cap.
+    data = b'sku,name\nA,"' + b"x\n" * 10_000 + b'"\nB,b\n'
+    with pytest.raises(ImportFailed) as failure:
+        _reader(data, max_record_bytes=1_024).read_batch(100)
+    assert failure.value.code == "record_too_large"
+    assert failure.value.where == {"row": 2}
+
+
+def test_a_header_that_is_too_long_or_too_wide_fails():
+    with pytest.raises(ImportFailed) as long_header:
+        read_header(
+            _file(b"a" * 5_000 + b"\n"),
+            encoding="utf-8",
+            delimiter=",",
+            known=KNOWN,
+            max_record_bytes=1_024,
+            max_columns=10,
+        )
+    assert long_header.value.code == "record_too_large"
+    with pytest.raises(ImportFailed) as wide:
+        read_header(
+            _file(b",".join(b"c%d" % i for i in range(11)) + b"\n"),
+            encoding="utf-8",
+            delimiter=",",
+            known=KNOWN,
+            max_record_bytes=1_024,
+            max_columns=10,
+        )
+    assert wide.value.code == "too_many_columns"
+
+
+def test_batches_stop_at_their_byte_cap_and_resume_exactly():
+    rows = [f"K{i},{'x' * (i % 50)}" for i in range(2_000)]
+    data = ("sku,name\n" + "\n".join(rows) + "\n").encode()
+    reader = _reader(data, batch_bytes=4_096)
+    seen: list[list[str]] = []
+    sizes = []
+    while True:
+        raw = reader.read_batch(1_000)
+        seen += raw.rows
+        sizes.append(len(raw.rows))
+        if raw.exhausted:
+            break
+    assert seen == [row.split(",") for row in rows]
+    assert max(sizes) < 1_000  # the byte cap, not the row cap, ended the batches
+    assert len(sizes) > 2_000 * 30 // 4_096
