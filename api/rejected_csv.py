@@ -2,10 +2,10 @@
 
 One line per rejected row (a row with several bad cells lists them all), built from the
 row's stored raw fields. Every cell is neutralised against spreadsheet formula injection
-(OWASP "CSV Injection"): a cell starting with = + - @ (or their full-width forms ＝ ＋ － ＠,
-which some spreadsheets also read as formulas), tab, CR or LF, or with whitespace before
-any of them, gets a leading apostrophe, so a spreadsheet shows it as text instead of
-evaluating it.
+(OWASP "CSV Injection"): a cell starting with = + - @ (or their full-width forms
+U+FF1D, U+FF0B, U+FF0D, U+FF20, which some spreadsheets also read as formulas), tab, CR or
+LF, or with whitespace before any of them, gets a leading apostrophe, so a spreadsheet shows
+it as text instead of evaluating it.
 """
 
 from __future__ import annotations

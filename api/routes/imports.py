@@ -83,13 +83,19 @@ def _import_params(
         ) from error
 
 
-def _quota_left(sessions: db.Sessions, settings: Settings, principal: Principal) -> int:
+def _check_quota(
+    sessions: db.Sessions, settings: Settings, principal: Principal, upload: StoredUpload
+) -> None:
+    """The principal's held uploads plus this one (once, if its jobs already hold the same
+    bytes) must fit the quota."""
     with db.transaction(sessions) as session:
         used = uploads.stored_bytes(
-            session, principal_id=principal.id, retention_seconds=settings.upload_retention_seconds
+            session,
+            principal_id=principal.id,
+            retention_seconds=settings.upload_retention_seconds,
+            excluding=upload.sha256,
         )
-    uploads.check_quota(used=used, adding=1, quota=settings.upload_quota_bytes)
-    return settings.upload_quota_bytes - used
+    uploads.check_quota(used=used, adding=upload.size, quota=settings.upload_quota_bytes)
 
 
 def _submit(
@@ -147,10 +153,11 @@ async def submit_import(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     check_content_length(request, settings.max_upload_bytes)
-    quota_left = await run_in_threadpool(_quota_left, sessions, settings, principal)
+    # No single upload may be larger than the whole quota; the exact check (with what the
+    # principal's jobs already hold) comes once the upload's sha256 is known.
     quota = settings.upload_quota_bytes
-    over_quota = uploads.quota_error(used=quota - quota_left, quota=quota)
-    check_content_length(request, quota_left, too_large=over_quota)
+    over_quota = uploads.quota_error(used=0, quota=quota)
+    check_content_length(request, quota, too_large=over_quota)
     writer = await run_in_threadpool(
         UploadWriter, settings.storage_dir, max_bytes=settings.max_upload_bytes
     )
@@ -160,7 +167,7 @@ async def submit_import(
             writer=writer,
             file_field="file",
             max_bytes=settings.max_upload_bytes,
-            quota=(quota_left, over_quota),
+            quota=(quota, over_quota),
         )
     finally:
         writer.abort()  # no-op once finished; removes the partial file otherwise
@@ -168,6 +175,8 @@ async def submit_import(
         params = _import_params(
             form.fields, form.upload, form.filename, importers=importers, principal=principal
         )
+        if form.upload is not None:
+            await run_in_threadpool(_check_quota, sessions, settings, principal, form.upload)
         job, created = await run_in_threadpool(
             _submit,
             sessions,

@@ -55,22 +55,30 @@ def _holding(retention_seconds: float) -> sa.ColumnElement[bool]:
     )
 
 
-def stored_bytes(session: Session, *, principal_id: uuid.UUID, retention_seconds: float) -> int:
-    """Bytes of the distinct uploads this principal's jobs still hold (its quota's use)."""
-    held = (
-        sa.select(_SHA256.label("sha256"), sa.cast(_SIZE, sa.BigInteger).label("size"))
-        .where(_holding(retention_seconds), Job.principal_id == principal_id)
-        .distinct()
-        .subquery()
+def stored_bytes(
+    session: Session,
+    *,
+    principal_id: uuid.UUID,
+    retention_seconds: float,
+    excluding: str | None = None,
+) -> int:
+    """Bytes of the distinct uploads this principal's jobs still hold (its quota's use),
+    leaving out the upload with sha256 ``excluding`` (the one being added)."""
+    query = sa.select(_SHA256.label("sha256"), sa.cast(_SIZE, sa.BigInteger).label("size")).where(
+        _holding(retention_seconds), Job.principal_id == principal_id
     )
+    if excluding is not None:
+        query = query.where(excluding != _SHA256)
+    held = query.distinct().subquery()
     return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(held.c.size), 0))) or 0)
 
 
 def quota_error(*, used: int, quota: int) -> QuotaExceeded:
     return QuotaExceeded(
         f"This upload would exceed your storage quota of {quota:,} bytes ({used:,} bytes "
-        "are held by your recent imports); try again once they are older than the "
-        "retention period, or ask an admin to raise CONVEYOR_UPLOAD_QUOTA_BYTES.",
+        "are held by your queued, running and recent imports); try again once they are "
+        "older than the retention period, or ask an admin to raise "
+        "CONVEYOR_UPLOAD_QUOTA_BYTES.",
         where={"field": "file"},
     )
 

@@ -67,11 +67,13 @@ def data_start(file: BinaryIO, encoding: str) -> int:
 
 
 def prescan(file: BinaryIO, *, encoding: str) -> int:
-    """Fail the whole file early (empty, binary, undecodable); return its line count.
+    """Fail the whole file early (empty, binary, undecodable); return its line count."""
+    check_sample(file, encoding=encoding)
+    return count_lines(file, encoding=encoding)
 
-    One pass in C-speed chunks (decode + count newlines), so a bad byte near the end fails
-    the import before any row is loaded.
-    """
+
+def check_sample(file: BinaryIO, *, encoding: str) -> None:
+    """Fail at once a file whose first bytes show it is empty, wide-encoded or binary."""
     start = data_start(file, encoding)
     sample = file.read(SAMPLE_BYTES)
     if not sample.strip():
@@ -82,7 +84,12 @@ def prescan(file: BinaryIO, *, encoding: str) -> int:
             "The file is UTF-16 or UTF-32 encoded; save it as UTF-8 and upload it again.",
         )
     _refuse_binary(sample)
-    file.seek(start)
+
+
+def count_lines(file: BinaryIO, *, encoding: str) -> int:
+    """Decode the whole file and count its lines: one pass in C-speed chunks, so a bad byte
+    near the end fails the import before any row is loaded."""
+    start = data_start(file, encoding)
     return _decode_all(file, encoding, start)
 
 
@@ -272,6 +279,17 @@ def read_header(
         fields = next(_reader(iter(lines), chosen))
     except RecordTooLarge:
         raise record_too_large(row, max_record_bytes) from None
+    except UnicodeDecodeError:
+        hint = (
+            " If the file is not UTF-8, pass its encoding (e.g. latin-1)."
+            if is_utf8(encoding)
+            else ""
+        )
+        raise ImportFailed(
+            Failure.undecodable,
+            f"Row {row}: the header is not valid {encoding}.{hint}",
+            where={"row": row},
+        ) from None
     except (csv.Error, StopIteration) as error:
         raise ImportFailed(
             Failure.not_csv,

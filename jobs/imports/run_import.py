@@ -27,7 +27,7 @@ from core.imports.options import ImportParams
 from core.imports.registry import ImporterNotFound, ImporterRegistry
 from jobs.imports.batch_plan import duplicate_key_error, not_unique_error, plan_batch
 from jobs.imports.bulk_load import BulkLoader
-from jobs.imports.csv_source import RecordReader, prescan, read_header
+from jobs.imports.csv_source import RecordReader, check_sample, count_lines, read_header
 from jobs.imports.header import match_header
 from jobs.imports.import_state import ImportState
 from jobs.imports.prepared_batch import PreparedBatch
@@ -91,7 +91,9 @@ def _start(
 ) -> ImportState:
     """First attempt (or a retry from scratch): whole-file checks, header, a clean slate."""
     encoding = params.encoding or "utf-8"
-    lines = prescan(file, encoding=encoding)
+    # The sample checks and the header (bounded reads) come before the pass over the whole
+    # file, so a file that is not a CSV at all fails without being read to its end.
+    check_sample(file, encoding=encoding)
     header = read_header(
         file,
         encoding=encoding,
@@ -101,6 +103,7 @@ def _start(
         max_columns=ctx.settings.import_max_columns,
     )
     match_header(header.fields, importer, row=header.row)
+    lines = count_lines(file, encoding=encoding)
     state = ImportState.starting(header, encoding=encoding, estimate=max(lines - header.row, 0))
 
     def begin(session: Session) -> Progress:

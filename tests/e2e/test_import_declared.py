@@ -140,7 +140,7 @@ def test_the_table_is_created_from_the_declaration(imports):
     assert job["status"] == "succeeded", (job["error"], job["result"])
     assert job["result"]["inserted"] == 2
     with db.transaction(imports.sessions) as session:
-        types = dict(
+        types: dict[str, str] = dict(
             session.execute(
                 sa.text(
                     "SELECT column_name, data_type FROM information_schema.columns "
