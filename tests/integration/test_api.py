@@ -492,3 +492,21 @@ def test_openapi_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/health/ready"} <= set(schema["paths"])
+
+
+def test_keys_carry_scopes_that_grant_importers(client: TestClient, keys: Keys) -> None:
+    created = client.post(
+        "/v1/api-keys",
+        json={"name": "scoped", "role": "submitter", "scopes": ["imports:products", "x:y"]},
+        headers=keys.admin,
+    )
+    assert created.status_code == 201, created.text
+    assert sorted(created.json()["scopes"]) == ["imports:products", "x:y"]
+    listed = client.get("/v1/api-keys", headers=keys.admin).json()["items"]
+    assert next(i for i in listed if i["name"] == "scoped")["scopes"] == ["imports:products", "x:y"]
+    bad = client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "submitter", "scopes": ["no spaces allowed"]},
+        headers=keys.admin,
+    )
+    assert_problem(bad, 422, "invalid_request")
