@@ -74,9 +74,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
-    engine = db.make_engine(
-        settings.sqlalchemy_url, connect_timeout=settings.database_connect_timeout, pool_size=1
-    )
+    engine = db.make_engine(settings, pool_size=1)
     try:
         result = uploads.purge(
             db.make_sessionmaker(engine),

@@ -1,4 +1,4 @@
-"""The ``conveyor`` command: API, workers, beat, Flower, migrations, API keys, and ``run``.
+"""The ``conveyor`` command: API, workers, Flower, migrations, API keys, and ``run``.
 
 Only ``core`` is imported here. The API and the Celery app are started by module path in a
 fresh interpreter (``os.execve``, see cli.launch), which keeps the import contract (core
@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
-from pathlib import Path
 
 import alembic.util
 import psycopg
 import structlog
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
 from cli import db_admin, import_client, importers
@@ -28,9 +28,7 @@ from cli.launch import (
     POOLS,
     LaunchError,
     api_argv,
-    beat_argv,
     become,
-    default_beat_schedule,
     flower_command,
     python_module,
     worker_argv,
@@ -72,12 +70,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     become("worker", argv)
 
 
-def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
-    schedule = Path(args.schedule) if args.schedule else default_beat_schedule(settings)
-    schedule.parent.mkdir(parents=True, exist_ok=True)
-    become("beat", beat_argv(settings, schedule=schedule))
-
-
 def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     argv, env = flower_command(settings)
     become("flower", argv, env)
@@ -96,9 +88,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 @contextmanager
 def open_sessions(settings: Settings) -> Iterator[db.Sessions]:
-    engine = db.make_engine(
-        settings.sqlalchemy_url, connect_timeout=settings.database_connect_timeout, pool_size=1
-    )
+    engine = db.make_engine(settings, pool_size=1)
     try:
         yield db.make_sessionmaker(engine)
     finally:
@@ -171,7 +161,6 @@ def run_children(settings: Settings) -> list[ChildSpec]:
             "worker-deployments",
             conveyor("worker", "-Q", DEPLOYMENTS_QUEUE, "-c", "1", "-n", "deployments@%h"),
         ),
-        ChildSpec("beat", conveyor("beat")),
         ChildSpec("flower", conveyor("flower")),
     ]
 
@@ -241,10 +230,6 @@ def _add_process_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     worker.add_argument("-n", "--hostname", help="node name, e.g. imports@%%h")
     worker.add_argument("-P", "--pool", choices=POOLS, default="prefork")
     worker.set_defaults(handler=cmd_worker)
-
-    beat = sub.add_parser("beat", help="run Celery beat (exactly one per deployment)")
-    beat.add_argument("-s", "--schedule", help="schedule file (default: beside storage_dir)")
-    beat.set_defaults(handler=cmd_beat)
 
     flower = sub.add_parser("flower", help="run Flower (basic auth, loopback by default)")
     flower.set_defaults(handler=cmd_flower)
@@ -325,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
     except ValidationError as error:
         print(describe_settings_error(error), file=sys.stderr)
+        return 2
+    except SettingsError as error:  # a value that is not even parseable (bad JSON)
+        print(f"conveyor: refusing to start, invalid settings: {error}", file=sys.stderr)
         return 2
     configure_logging(settings)
     handler: Handler = args.handler

@@ -17,6 +17,7 @@ ConveyorError
 ├── LeaseLost                 a worker's write was fenced off (another attempt owns the job)
 ├── JobCancelled              raised between units when cancel was requested
 └── JobFailed                 a job body gives up: carries code, message and optional where
+    ├── TimeLimitExceeded     the job ran past its run-time limit
     └── ImportFailed          (core.imports.failures) a CSV import gives up as a whole
 """
 
@@ -135,3 +136,9 @@ class JobFailed(ConveyorError):
         super().__init__(message, where=where)
         if code is not None:
             self.code = code  # type: ignore[misc]
+
+
+class TimeLimitExceeded(JobFailed):
+    """The job ran past its time limit and was stopped."""
+
+    code = "time_limit_exceeded"

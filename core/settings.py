@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-secret-change-me"
@@ -14,6 +14,13 @@ DEV_FLOWER_PASSWORD = "conveyor"
 MIN_SECRET_LENGTH = 32
 # The declarations shipped with Conveyor (the built-in ``products`` importer).
 BUILTIN_IMPORTERS_DIR = Path(__file__).resolve().parent / "imports" / "declarations"
+DEFAULT_TIME_LIMITS = {
+    "default": 3600.0,
+    "noop": 60.0,
+    "sleep": 300.0,
+    "import": 3600.0,
+    "deployment": 3600.0,
+}
 
 
 class Settings(BaseSettings):
@@ -29,6 +36,14 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor"
     database_connect_timeout: int = Field(default=3, ge=1)
+    # Guards on every connection, so a stuck statement, a forgotten transaction or a
+    # half-open TCP connection cannot hold a worker (or a lock) past its lease.
+    database_statement_timeout: float = Field(default=60.0, gt=0)
+    database_lock_timeout: float = Field(default=10.0, gt=0)
+    database_idle_in_transaction_timeout: float = Field(default=120.0, gt=0)
+    # TCP keepalive probes start after this many idle seconds, then every third of it; with
+    # tcp_user_timeout, unacknowledged sends fail after about three times this.
+    database_keepalive_seconds: int = Field(default=10, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_socket_timeout: float = Field(default=0.5, gt=0)
 
@@ -64,14 +79,26 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
+    # A running job's lease; a heartbeat beside the job renews it every third of this.
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     reaper_interval: float = Field(default=10.0, gt=0)
     # A crashed worker's job is running again within this many seconds: its lease runs out
-    # (at most lease_seconds after its last progress write), then the next reaper pass puts
-    # it back and publishes it. Redis' own visibility timeout (1 h) never comes into play.
+    # (at most lease_seconds after its last renewal), then the next reaper pass, in any
+    # worker or API process, puts it back and publishes it. Redis' own visibility timeout
+    # (1 h) never comes into play.
     reaper_bound_seconds: float = Field(default=60.0, gt=0)
     relay_interval: float = Field(default=2.0, gt=0)
+    # A queued job published this long ago and still not claimed, while its queue in Redis
+    # holds fewer messages than such jobs, lost its message (eviction, a failover, a worker
+    # that dropped it): it is published again.
+    republish_after_seconds: float = Field(default=300.0, gt=0)
+    # Run-time limit per job kind (seconds, per attempt): past it the body is stopped and the
+    # job fails with time_limit_exceeded; past it plus the grace, the pool process is killed
+    # and the job fails the same way. A JSON object; entries given override the defaults,
+    # e.g. CONVEYOR_TIME_LIMITS='{"sleep": 60}'. Kinds not listed get "default".
+    time_limits: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
+    time_limit_grace_seconds: float = Field(default=30.0, gt=0)
 
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_timeout: float = Field(default=30.0, gt=0)
@@ -87,6 +114,18 @@ class Settings(BaseSettings):
                 f"({self.reaper_bound_seconds}): a crashed worker's job would wait longer"
             )
         return self
+
+    @field_validator("time_limits")
+    @classmethod
+    def _time_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(kind for kind, limit in value.items() if limit <= 0)
+        if bad:
+            raise ValueError(f"time limits must be positive seconds (not for {', '.join(bad)})")
+        return {**DEFAULT_TIME_LIMITS, **value}
+
+    def time_limit_for(self, kind: str) -> float:
+        """The run-time limit (seconds) of one attempt of a job of ``kind``."""
+        return self.time_limits.get(kind, self.time_limits["default"])
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -37,6 +37,7 @@ from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
 from core import db, storage
 from core.api_keys import Principal
+from core.broker.publisher import JobMessage
 from core.errors import InvalidRequest, NotFound
 from core.imports import row_errors, uploads
 from core.imports.options import ImportParams, StoredFile
@@ -106,7 +107,8 @@ def _submit(
     *,
     idempotency_key: str | None,
     request_id: str | None,
-) -> tuple[JobOut, bool]:
+) -> tuple[JobOut, JobMessage | None]:
+    """The job, and the message to publish when it was created (None on a replay)."""
     with db.transaction(sessions) as session:
         submitted = commands.submit_job(
             session,
@@ -114,10 +116,12 @@ def _submit(
             params=params.model_dump(mode="json"),
             principal_id=principal.id,
             max_attempts=settings.max_attempts,
+            time_limit_seconds=settings.time_limit_for(IMPORT_KIND),
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
-        return JobOut.from_job(submitted.job), submitted.created
+        message = JobMessage.of(submitted.job) if submitted.created else None
+        return JobOut.from_job(submitted.job), message
 
 
 @router.post(
@@ -177,7 +181,7 @@ async def submit_import(
         )
         if form.upload is not None:
             await run_in_threadpool(_check_quota, sessions, settings, principal, form.upload)
-        job, created = await run_in_threadpool(
+        job, message = await run_in_threadpool(
             _submit,
             sessions,
             settings,
@@ -190,9 +194,9 @@ async def submit_import(
         if form.upload is not None:  # a refused form leaves no file behind
             await run_in_threadpool(storage.discard, settings.storage_dir, form.upload)
         raise
-    if created:
+    if message is not None:
         # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
-        dispatcher.dispatch(kind=IMPORT_KIND, job_id=job.id, request_id=request_id)
+        dispatcher.dispatch(message)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"

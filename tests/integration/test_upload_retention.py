@@ -33,7 +33,12 @@ def _job(sessions, principal: uuid.UUID, upload: StoredUpload, status: str, ende
     }
     with db.transaction(sessions) as session:
         job = commands.submit_job(
-            session, kind="import", params=params, principal_id=principal, max_attempts=1
+            session,
+            kind="import",
+            params=params,
+            principal_id=principal,
+            max_attempts=1,
+            time_limit_seconds=60,
         ).job
         session.execute(
             sa.text(
