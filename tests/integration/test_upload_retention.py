@@ -40,14 +40,16 @@ def _job(sessions, principal: uuid.UUID, upload: StoredUpload, status: str, ende
             max_attempts=1,
             time_limit_seconds=60,
         ).job
-        session.execute(
-            sa.text(
-                "UPDATE jobs SET status = :status, finished_at = CASE WHEN :status IN "
-                "('queued', 'running') THEN NULL ELSE now() - make_interval(secs => :ago) END "
-                "WHERE id = :id"
-            ),
-            {"status": status, "ago": ended_ago, "id": job.id},
-        )
+        # Through running, as the state machine (a trigger) wants it.
+        for step in ["running", status] if status != "queued" else []:
+            session.execute(
+                sa.text(
+                    "UPDATE jobs SET status = :status, finished_at = CASE WHEN :status IN "
+                    "('queued', 'running') THEN NULL ELSE now() - make_interval(secs => :ago) "
+                    "END WHERE id = :id AND status <> :status"
+                ),
+                {"status": step, "ago": ended_ago, "id": job.id},
+            )
 
 
 def _store(tmp_path, text: str, *, age: float = DAY) -> StoredUpload:
