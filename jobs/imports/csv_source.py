@@ -21,7 +21,7 @@ import codecs
 import csv
 import functools
 import itertools
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -231,6 +231,26 @@ def record_too_large(row: int, cap: int) -> ImportFailed:
     )
 
 
+class NeedsCsv(Exception):
+    """A line the plain splitter cannot read exactly as the csv module would."""
+
+
+def plain_splitter(delimiter: str, field_limit: int) -> Callable[[str], list[str]]:
+    """Records of a file without quotes are its lines split on the delimiter: the same
+    fields as csv.reader gives, without its per-character state machine (about five times
+    faster on wide rows). A line with a quote character, a carriage return other than in its
+    line ending, or longer than the csv field limit raises NeedsCsv."""
+
+    def split(line: str) -> list[str]:
+        if line.endswith("\n"):
+            line = line[:-2] if line.endswith("\r\n") else line[:-1]
+        if '"' in line or "\r" in line or len(line) > field_limit:
+            raise NeedsCsv()
+        return line.split(delimiter) if line else []
+
+    return split
+
+
 def _reader(lines: Iterator[str], delimiter: str) -> Iterator[list[str]]:
     # strict: a bad quote is an error for that record (the reader then goes on with the next
     # one) instead of silently swallowing the rest of the file into one field.
@@ -330,7 +350,8 @@ class RawBatch:
 class RecordReader:
     """Reads records from ``offset`` on; the record there has row number ``next_row``.
     A batch holds at most ``limit`` records and at most ``batch_bytes`` bytes (or one
-    record, if that record alone is larger)."""
+    record, if that record alone is larger). Lines are split plainly until one needs the
+    csv module (a quote); from then on every batch of the file goes through csv.reader."""
 
     def __init__(
         self,
@@ -352,13 +373,18 @@ class RecordReader:
         self._offset = offset
         self._max_record_bytes = max_record_bytes
         self._batch_bytes = batch_bytes
+        self._plain = True
         self._open_at(offset)
 
     def _open_at(self, offset: int) -> None:
         self._file.seek(offset)
         self._opened_at = offset
         self._lines = LineSource(self._file, self._encoding, cap=self._max_record_bytes)
-        records = _reader(iter(self._lines), self._delimiter)
+        records: Iterator[list[str]] = (
+            map(plain_splitter(self._delimiter, csv.field_size_limit()), iter(self._lines))
+            if self._plain
+            else _reader(iter(self._lines), self._delimiter)
+        )
         self._records = map(self._lines.mark, records)
 
     def read_batch(self, limit: int) -> RawBatch:
@@ -372,6 +398,10 @@ class RecordReader:
         except RecordTooLarge:
             # ``records`` holds what was read before: the next record is the culprit.
             raise record_too_large(first + len(records), self._max_record_bytes) from None
+        except NeedsCsv:
+            self._plain = False  # this batch again, and the rest of the file, through csv
+            self._open_at(self._offset)
+            return self.read_batch(limit)
         except csv.Error:
             # A malformed record: read this batch again, record by record, to place it.
             self._open_at(self._offset)

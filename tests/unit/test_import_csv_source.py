@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 
 import pytest
 
 from core.imports.failures import ImportFailed
 from core.imports.row_errors import RowErrorCode
-from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
+from jobs.imports.csv_source import (
+    NeedsCsv,
+    RecordReader,
+    plain_splitter,
+    prescan,
+    read_header,
+    sniff_delimiter,
+)
 
 KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}
 HEADER_LIMITS = {"max_record_bytes": 1 << 20, "max_columns": 100}
@@ -224,3 +232,30 @@ def test_batches_stop_at_their_byte_cap_and_resume_exactly():
     assert seen == [row.split(",") for row in rows]
     assert max(sizes) < 1_000  # the byte cap, not the row cap, ended the batches
     assert len(sizes) > 2_000 * 30 // 4_096
+
+
+def test_the_plain_splitter_reads_quote_free_lines_exactly_as_csv_does():
+    rng = random.Random(5)
+    alphabet = "ab ,;\t|\x00é\u2028 "
+    split = plain_splitter(",", 1_000)
+    for _ in range(3_000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+        for ending in ("", "\n", "\r\n"):
+            line = text + ending
+            assert split(line) == next(csv.reader([line], strict=True), []), repr(line)
+    for needs_csv in ('a,"b"\n', "a\rb\n", "x" * 1_001):
+        with pytest.raises(NeedsCsv):
+            split(needs_csv)
+
+
+@pytest.mark.parametrize("quote_at", [None, 3, 1_500])
+def test_files_read_the_same_whether_split_plainly_or_by_csv(quote_at):
+    rows = [f"K{i},plain {i}" for i in range(2_000)]
+    if quote_at is not None:  # from this record on, csv.reader must take over
+        rows[quote_at] = f'K{quote_at},"quoted, with a comma"'
+    data = ("sku,name\n" + "\n".join(rows) + "\n").encode()
+    numbers, read, rejected = _all_records(data, 700)
+    expected = [next(csv.reader([row])) for row in rows]
+    assert read == expected
+    assert numbers == list(range(2, 2_002))
+    assert rejected == []
