@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.imports.field_types import Column, canonical_text
+from core.imports.cell_values import canonical_text
+from core.imports.field_types import Column
 from core.imports.importer import Importer, Mode
 from core.imports.options import ImportParams, StoredFile, parse_error_threshold
 from core.models import ImportRowError

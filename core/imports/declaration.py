@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 
 from core.api_keys import Role
 from core.errors import InvalidRequest
+from core.imports.cell_values import CellInvalid, NumberSyntax, comparable
 from core.imports.field_types import (
     DEFAULT_FALSE,
     DEFAULT_TRUE,
@@ -44,11 +45,8 @@ from core.imports.field_types import (
     SIZED,
     STRING_FORMATS,
     TEMPORAL,
-    CellInvalid,
     Column,
     FieldType,
-    NumberSyntax,
-    comparable,
 )
 from core.imports.importer import WRITTEN_AT, Importer
 

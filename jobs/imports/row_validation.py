@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.imports.field_types import CellInvalid, Column
+from core.imports.cell_values import CellInvalid
+from core.imports.field_types import Column
 from core.imports.row_errors import RowError, RowErrorCode
 from jobs.imports.fast_checks import RowCheck
 

@@ -10,14 +10,8 @@ import pytest
 
 from core.imports.failures import ImportFailed
 from core.imports.row_errors import RowErrorCode
-from jobs.imports.csv_source import (
-    NeedsCsv,
-    RecordReader,
-    plain_splitter,
-    prescan,
-    read_header,
-    sniff_delimiter,
-)
+from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
+from jobs.imports.line_source import NeedsCsv, plain_splitter
 
 KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}
 HEADER_LIMITS = {"max_record_bytes": 1 << 20, "max_columns": 100}
