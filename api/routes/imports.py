@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -176,8 +177,12 @@ async def submit_import(
     finally:
         writer.abort()  # no-op once finished; removes the partial file otherwise
     try:
-        params = _import_params(
-            form.fields, form.upload, form.filename, importers=importers, principal=principal
+        # In the threadpool: reading declarations touches the filesystem.
+        params = await run_in_threadpool(
+            partial(_import_params, importers=importers, principal=principal),
+            form.fields,
+            form.upload,
+            form.filename,
         )
         if form.upload is not None:
             await run_in_threadpool(_check_quota, sessions, settings, principal, form.upload)
