@@ -20,7 +20,7 @@ from api import error_handlers
 from api.dispatcher import Dispatcher
 from api.middleware import RequestContextMiddleware
 from api.routes import api_keys, health, imports, jobs, metrics
-from core import db
+from core import db, tracing
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
@@ -91,4 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, metrics.router, jobs.router, api_keys.router):
         app.include_router(router)
     app.include_router(imports.router)
+    if tracing.configure("conveyor-api"):
+        # Outermost, so the request's span is current in our middleware and the routes.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
     return app
