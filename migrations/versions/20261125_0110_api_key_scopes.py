@@ -1,7 +1,7 @@
 """api key scopes (importer permissions)
 
 Revision ID: 0110_importers
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-25 23:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0110_importers"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
