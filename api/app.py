@@ -33,6 +33,7 @@ from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
+from core.imports.registry import ImporterRegistry
 from core.lifecycle.recovery import RecoveryLoop
 from core.logging import configure_logging
 from core.metrics import build_registry
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
+    # Declarations are read lazily (and again when their file changes): nothing at start.
+    app.state.importers = ImporterRegistry(settings.importers_dir)
     error_handlers.install(app)
     _add_middleware(app, settings)
     for router in (health.router, metrics.router, jobs.router, api_keys.router, docs.router):

@@ -23,6 +23,7 @@ from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.errors import Forbidden, NotFound, Unauthenticated
+from core.imports.registry import ImporterRegistry
 from core.settings import Settings
 
 # auto_error=False: a missing or malformed header must become our own 401 problem, not
@@ -65,6 +66,11 @@ async def _throttle(request: Request) -> AuthThrottle:
     return throttle
 
 
+async def _importers(request: Request) -> ImporterRegistry:
+    importers: ImporterRegistry = request.app.state.importers
+    return importers
+
+
 async def _request_id(request: Request) -> str | None:
     request_id: str | None = getattr(request.state, "request_id", None)
     return request_id
@@ -78,6 +84,7 @@ RedisClient = Annotated[redis.Redis, Depends(_redis)]
 Breaker = Annotated[RedisBreaker, Depends(_breaker)]
 RequestId = Annotated[str | None, Depends(_request_id)]
 Throttle = Annotated[AuthThrottle, Depends(_throttle)]
+Importers = Annotated[ImporterRegistry, Depends(_importers)]
 
 
 def client_address(request: Request) -> str:

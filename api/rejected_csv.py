@@ -2,8 +2,10 @@
 
 One line per rejected row (a row with several bad cells lists them all), built from the
 row's stored raw fields. Every cell is neutralised against spreadsheet formula injection
-(OWASP "CSV Injection"): a cell starting with = + - @ tab or CR gets a leading apostrophe,
-so a spreadsheet shows it as text instead of evaluating it.
+(OWASP "CSV Injection"): a cell starting with = + - @ (or their full-width forms
+U+FF1D, U+FF0B, U+FF0D, U+FF20, which some spreadsheets also read as formulas), tab, CR or
+LF, or with whitespace before any of them, gets a leading apostrophe, so a spreadsheet shows
+it as text instead of evaluating it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from itertools import groupby
 
 from core.models import ImportRowError
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+CONTROL_STARTS = ("\t", "\r", "\n")
 ERROR_COLUMNS = ("error_row", "error_column", "error_message")
 _FLUSH_LINES = 500
 
 
 def neutralise(cell: str) -> str:
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+    if cell.startswith(CONTROL_STARTS) or cell.lstrip().startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 def _line(row: int, errors: list[ImportRowError], width: int) -> list[str]:

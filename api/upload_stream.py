@@ -16,7 +16,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from core.errors import InvalidRequest, PayloadTooLarge
+from core.errors import BadRequest, ConveyorError, InvalidRequest, PayloadTooLarge
 from core.storage import StoredUpload, UploadWriter
 
 FLUSH_BYTES = 1 << 20
@@ -43,10 +43,18 @@ class _Part:
 class _FormReceiver:
     """python-multipart callbacks; file bytes are buffered here and flushed by the caller."""
 
-    def __init__(self, file_field: str, writer: UploadWriter, max_bytes: int) -> None:
+    def __init__(
+        self,
+        file_field: str,
+        writer: UploadWriter,
+        max_bytes: int,
+        quota: tuple[int, ConveyorError] | None = None,
+    ) -> None:
         self.file_field = file_field
         self.writer = writer
         self.max_bytes = max_bytes
+        self.quota = quota  # (bytes left, the error to raise past them)
+        self.ended = False  # the closing boundary was seen
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.file_seen = False
@@ -95,6 +103,8 @@ class _FormReceiver:
                     f"The upload is larger than the {self.max_bytes:,}-byte limit.",
                     where={"field": self.file_field},
                 )
+            if self.quota is not None and self.file_bytes > self.quota[0]:
+                raise self.quota[1]
             self.pending += data[start:end]
             return
         if len(self._part.data) + end - start > MAX_FIELD_BYTES:
@@ -108,6 +118,9 @@ class _FormReceiver:
             raise InvalidRequest("Too many form fields.")
         self.fields[self._part.name] = self._part.data.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def callbacks(self) -> dict[str, object]:
         return {
             name: getattr(self, name)
@@ -119,15 +132,20 @@ class _FormReceiver:
                 "on_header_value",
                 "on_header_end",
                 "on_headers_finished",
+                "on_end",
             )
         }
 
 
-def check_content_length(request: Request, max_bytes: int) -> None:
+def check_content_length(
+    request: Request, max_bytes: int, *, too_large: ConveyorError | None = None
+) -> None:
     """Refuse at once what cannot fit, before reading the body."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + FRAMING_ALLOWANCE:
-        raise PayloadTooLarge(f"The upload is larger than the {max_bytes:,}-byte limit.")
+        raise too_large or PayloadTooLarge(
+            f"The upload is larger than the {max_bytes:,}-byte limit."
+        )
 
 
 def _boundary(request: Request) -> bytes:
@@ -141,13 +159,20 @@ def _boundary(request: Request) -> bytes:
 
 
 async def receive_form(
-    request: Request, *, writer: UploadWriter, file_field: str, max_bytes: int
+    request: Request,
+    *,
+    writer: UploadWriter,
+    file_field: str,
+    max_bytes: int,
+    quota: tuple[int, ConveyorError] | None = None,
 ) -> ReceivedForm:
     """Parse the request's multipart body; the file part goes into ``writer``.
 
-    The caller owns ``writer`` (and aborts it on any error raised here).
+    The caller owns ``writer`` (and aborts it on any error raised here). A body that ends
+    before its closing boundary (a client that died mid-upload, a proxy that cut it) is
+    refused as malformed: its file part would be a truncated CSV.
     """
-    receiver = _FormReceiver(file_field, writer, max_bytes)
+    receiver = _FormReceiver(file_field, writer, max_bytes, quota)
     parser = MultipartParser(_boundary(request), receiver.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
@@ -156,7 +181,12 @@ async def receive_form(
                 await _flush(receiver)
         parser.finalize()
     except MultipartParseError as error:
-        raise InvalidRequest(f"Malformed multipart body: {error}") from error
+        raise BadRequest(f"Malformed multipart body: {str(error)[:200]}") from error
+    if not receiver.ended:
+        raise BadRequest(
+            "The multipart body ended before its closing boundary (truncated upload); "
+            "nothing was stored."
+        )
     await _flush(receiver)
     upload = await run_in_threadpool(writer.finish) if receiver.file_seen else None
     return ReceivedForm(fields=receiver.fields, upload=upload, filename=receiver.filename)

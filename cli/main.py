@@ -9,6 +9,7 @@ imports neither api nor jobs) and means ``conveyor worker`` *is* the Celery work
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
-from cli import db_admin, import_client
+from cli import db_admin, import_client, importers
 from cli.launch import (
     POOLS,
     LaunchError,
@@ -108,10 +109,11 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     role = api_keys.Role(args.role)
     with open_sessions(settings) as sessions, db.transaction(sessions) as session:
         row, plain = api_keys.create_key(
-            session, name=args.name, role=role, pepper=pepper(settings)
+            session, name=args.name, role=role, pepper=pepper(settings), scopes=args.scope
         )
-        key_id = row.id
-    print(f"Created {role.value} API key {args.name!r} (id {key_id}).")
+        key_id, scopes = row.id, list(row.scopes)
+    granted = f", scopes {', '.join(scopes)}" if scopes else ""
+    print(f"Created {role.value} API key {args.name!r} (id {key_id}{granted}).")
     print("Store it now; it is shown only once:")
     print(plain)
     return 0
@@ -123,6 +125,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         lines = [
             f"{row.id}  {row.role:<9}  {row.created_at.astimezone(UTC):%Y-%m-%d %H:%M}  "
             f"{'revoked' if row.revoked_at else 'active ':<7}  {row.name}"
+            + (f"  [{', '.join(row.scopes)}]" if row.scopes else "")
             for row in rows
         ]
     print(f"{'ID':<36}  {'ROLE':<9}  {'CREATED (UTC)':<16}  {'STATUS':<7}  NAME")
@@ -207,6 +210,14 @@ def queue_list(value: str) -> list[str]:
     return queues
 
 
+def scope(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_.:*-]{1,100}", value) is None:
+        raise argparse.ArgumentTypeError(
+            "use letters, digits and _ . : - * (e.g. imports:products)"
+        )
+    return value
+
+
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -263,6 +274,13 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     create = keys.add_parser("create", help="create a key; prints it on the last line")
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=[role.value for role in api_keys.Role])
+    create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        type=scope,
+        help="a scope such as imports:products (repeat for more); importers name theirs",
+    )
     create.set_defaults(handler=cmd_keys_create)
     keys.add_parser("list", help="list keys").set_defaults(handler=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key")
@@ -282,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_commands(sub)
     _add_admin_commands(sub)
     import_client.add_parser(sub)
+    importers.add_parsers(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -36,6 +37,7 @@ class Principal:
     id: uuid.UUID
     name: str
     role: Role
+    scopes: frozenset[str] = frozenset()  # e.g. "imports:products" (see importer declarations)
 
     @property
     def sees_all_jobs(self) -> bool:
@@ -46,10 +48,22 @@ def hash_key(key: str, *, pepper: str) -> str:
     return hmac.new(pepper.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
-def create_key(session: Session, *, name: str, role: Role, pepper: str) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    role: Role,
+    pepper: str,
+    scopes: Sequence[str] = (),
+) -> tuple[ApiKey, str]:
     """Store a new key and return it with its plain text, which is never stored."""
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, role=role.value, key_hash=hash_key(plain, pepper=pepper))
+    row = ApiKey(
+        name=name,
+        role=role.value,
+        key_hash=hash_key(plain, pepper=pepper),
+        scopes=sorted(set(scopes)),
+    )
     session.add(row)
     session.flush()
     return row, plain
@@ -63,7 +77,7 @@ def authenticate(session: Session, *, key: str, pepper: str) -> Principal | None
     )
     if row is None:
         return None
-    return Principal(id=row.id, name=row.name, role=Role(row.role))
+    return Principal(id=row.id, name=row.name, role=Role(row.role), scopes=frozenset(row.scopes))
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -32,6 +32,14 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
+def is_platform_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object``: a table found in the database but not in the models is
+    an importer's (importers create their own tables), never something to drop."""
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
 Sessions = sessionmaker[Session]
 
 

@@ -7,7 +7,8 @@ ConveyorError
 │   ├── IdempotencyConflict   same Idempotency-Key, different request
 │   ├── InvalidTransition     e.g. cancel a finished job
 │   └── LastAdminKey          revoking the only active admin key
-├── BadRequest                a request the API cannot read at all (bad Host header, ...)
+├── BadRequest                a request the API cannot read at all (bad Host header,
+│                             a truncated multipart body)
 ├── InvalidRequest            a request that fails validation
 ├── PayloadTooLarge           upload over the size cap
 ├── Unauthenticated           missing or unknown API key

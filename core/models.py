@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -27,6 +27,10 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(sa.Text)
     role: Mapped[str] = mapped_column(sa.Text)
     key_hash: Mapped[str] = mapped_column(sa.Text, unique=True)
+    # Grants beyond the role, e.g. "imports:products" (importer declarations name them).
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(sa.Text), default=list, server_default=sa.text("'{}'::text[]")
+    )
     created_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now()
     )
@@ -140,7 +144,9 @@ class ImportRowError(Base):
 
 
 class Product(Base):
-    """Target of the built-in ``products`` importer (see core/imports/products.py)."""
+    """Target of the built-in ``products`` importer (core/imports/declarations/products.yaml).
+    Created by migration 0002, before importers created their own tables; the declaration
+    and this table must stay compatible (the importer checks it before every load)."""
 
     __tablename__ = "products"
     __table_args__ = (

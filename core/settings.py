@@ -21,6 +21,9 @@ MIN_METRICS_TOKEN_LENGTH = 24
 # A list setting written as "a,b,c" in the environment (pydantic-settings would want JSON).
 CommaList = Annotated[list[str], NoDecode]
 
+# The declarations shipped with Conveyor (the built-in ``products`` importer).
+BUILTIN_IMPORTERS_DIR = Path(__file__).resolve().parent / "imports" / "declarations"
+
 DEFAULT_TIME_LIMITS = {
     "default": 3600.0,
     "noop": 60.0,
@@ -103,11 +106,25 @@ class Settings(BaseSettings):
 
     storage_dir: Path = Path("var/storage")
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
+    # Uploaded bytes one API key may keep stored at once (uploads still needed by a job or
+    # within their retention); past it a submit answers 413.
+    upload_quota_bytes: int = Field(default=10 << 30, gt=0)
+    # A stored upload is deleted once no job needs it and its last job ended this long ago
+    # (a failed import can be retried until then).
+    upload_retention_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    # Importer declarations (YAML/JSON Table Schemas), one file per importer.
+    importers_dir: Path = BUILTIN_IMPORTERS_DIR
     # Rows per import unit: each batch commits its rows, rejected rows, counters and
     # checkpoint in one transaction, so this bounds both memory and work redone after a crash.
     import_batch_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # ... and at most this many bytes per batch, so a file of huge rows stays in bounds.
+    import_batch_bytes: int = Field(default=64 << 20, ge=1 << 16)
     # Longest single CSV field accepted by the parser (Python's csv default is 128 KiB).
     import_max_field_chars: int = Field(default=16 << 20, ge=1024)
+    # Longest CSV record (all its lines) in bytes, and most columns: a file past either
+    # fails at once instead of growing the worker's memory.
+    import_max_record_bytes: int = Field(default=32 << 20, ge=1024)
+    import_max_columns: int = Field(default=1_000, ge=1, le=10_000)
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

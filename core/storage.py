@@ -25,6 +25,10 @@ class StoredUpload:
     path: str  # relative to the storage directory
     sha256: str
     size: int
+    # Whether this upload put the file there (no earlier upload had the same bytes), and
+    # its inode: ``discard`` removes only a file that is still this upload's own.
+    created: bool = False
+    inode: int = 0
 
 
 class UploadWriter:
@@ -62,8 +66,10 @@ class UploadWriter:
         relative = f"{UPLOADS}/sha256/{digest[:2]}/{digest}"
         final = self._root / relative
         final.parent.mkdir(parents=True, exist_ok=True)
+        created = not final.exists()
+        inode = os.stat(self._partial).st_ino
         os.replace(self._partial, final)  # same bytes, same name: replacing is harmless
-        return StoredUpload(path=relative, sha256=digest, size=self.size)
+        return StoredUpload(relative, digest, self.size, created=created, inode=inode)
 
     def abort(self) -> None:
         if self._file is not None:
@@ -98,3 +104,16 @@ def open_upload(storage_dir: Path, relative: str) -> BinaryIO:
         return upload_path(storage_dir, relative).open("rb")
     except FileNotFoundError as error:
         raise NotFound(f"The uploaded file {relative!r} is no longer stored.") from error
+
+
+def discard(storage_dir: Path, upload: StoredUpload) -> None:
+    """Remove a stored upload whose request was refused, if this upload created the file
+    and no later upload of the same bytes has replaced it since (then a job may need it)."""
+    if not upload.created:
+        return
+    path = upload_path(storage_dir, upload.path)
+    try:
+        if os.stat(path).st_ino == upload.inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass

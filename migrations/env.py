@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from core import models  # noqa: F401  (registers the tables on the metadata)
-from core.db import metadata
+from core.db import is_platform_object, metadata
 from core.settings import get_settings
 
 MIGRATION_LOCK_ID = 0x636F6E76  # "conv"
@@ -19,7 +19,12 @@ def _url() -> str:
 
 
 def run_offline() -> None:
-    context.configure(url=_url(), target_metadata=metadata, literal_binds=True)
+    context.configure(
+        url=_url(),
+        target_metadata=metadata,
+        literal_binds=True,
+        include_object=is_platform_object,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -37,6 +42,7 @@ def run_online() -> None:
                 target_metadata=metadata,
                 transaction_per_migration=True,
                 compare_type=True,
+                include_object=is_platform_object,
             )
             with context.begin_transaction():
                 context.run_migrations()

@@ -102,12 +102,20 @@ def create_migrated_database(name: str) -> str:
 
 
 def new_api_key(
-    sessions: db.Sessions, settings: Settings, role: Role = Role.submitter, name: str = "test"
+    sessions: db.Sessions,
+    settings: Settings,
+    role: Role = Role.submitter,
+    name: str = "test",
+    scopes: tuple[str, ...] = (),
 ) -> str:
     """Store a new API key and return its plain text."""
     with db.transaction(sessions) as session:
         _, plain = api_keys.create_key(
-            session, name=name, role=role, pepper=settings.secret_key.get_secret_value()
+            session,
+            name=name,
+            role=role,
+            pepper=settings.secret_key.get_secret_value(),
+            scopes=scopes,
         )
     return plain
 

@@ -37,8 +37,11 @@ def create_key(
             name=body.name,
             role=body.role,
             pepper=settings.secret_key.get_secret_value(),
+            scopes=body.scopes,
         )
-        created = ApiKeyCreated(id=row.id, name=row.name, role=body.role, key=plain)
+        created = ApiKeyCreated(
+            id=row.id, name=row.name, role=body.role, scopes=list(row.scopes), key=plain
+        )
     log.info("api_key.created", key_id=str(created.id), role=body.role.value, by=str(admin.id))
     return created
 

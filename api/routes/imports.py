@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,6 +19,7 @@ from api.deps import (
     AppSettings,
     CurrentPrincipal,
     IdempotencyKey,
+    Importers,
     JobDispatcher,
     JobId,
     RequestId,
@@ -34,13 +36,13 @@ from api.schemas.imports import (
 from api.schemas.jobs import JobOut
 from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
-from core import db
+from core import db, storage
 from core.api_keys import Principal
 from core.broker.publisher import JobMessage
 from core.errors import InvalidRequest, NotFound
-from core.imports import row_errors
+from core.imports import row_errors, uploads
 from core.imports.options import ImportParams, StoredFile
-from core.imports.registry import IMPORTERS, get_importer
+from core.imports.registry import ImporterRegistry
 from core.lifecycle import commands, queries
 from core.models import ImportRowError, Job
 from core.settings import Settings
@@ -51,19 +53,51 @@ router = APIRouter(tags=["imports"], responses=problem_responses(401, 422, 503))
 
 
 def _import_params(
-    fields: dict[str, str], upload: StoredUpload | None, filename: str | None
+    fields: dict[str, str],
+    upload: StoredUpload | None,
+    filename: str | None,
+    *,
+    importers: ImporterRegistry,
+    principal: Principal,
 ) -> ImportParams:
     if upload is None:
         raise InvalidRequest("The form needs a 'file' part with the CSV.", where={"field": "file"})
     stored = StoredFile(path=upload.path, sha256=upload.sha256, size=upload.size, filename=filename)
     try:
-        params = ImportForm.model_validate(fields).params(stored)
+        form = ImportForm.model_validate(fields)
     except ValidationError as error:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
         ) from error
-    get_importer(params.importer)
-    return params
+    # 404 for an importer this principal may not run, exactly as for one that does not exist.
+    importer = importers.get_for(form.importer, principal)
+    mode = form.mode or importer.mode
+    if mode == "upsert" and not importer.key:
+        raise InvalidRequest(
+            f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
+            where={"field": "mode"},
+        )
+    try:
+        return form.params(stored, mode=mode, reveal_table=importer.may_read_table(principal))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
+        ) from error
+
+
+def _check_quota(
+    sessions: db.Sessions, settings: Settings, principal: Principal, upload: StoredUpload
+) -> None:
+    """The principal's held uploads plus this one (once, if its jobs already hold the same
+    bytes) must fit the quota."""
+    with db.transaction(sessions) as session:
+        used = uploads.stored_bytes(
+            session,
+            principal_id=principal.id,
+            retention_seconds=settings.upload_retention_seconds,
+            excluding=upload.sha256,
+        )
+    uploads.check_quota(used=used, adding=upload.size, quota=settings.upload_quota_bytes)
 
 
 def _submit(
@@ -97,8 +131,9 @@ def _submit(
     summary="Upload a CSV and import it",
     description=(
         "multipart/form-data with the CSV in `file`. The upload is streamed to storage "
-        "(size-capped by CONVEYOR_MAX_UPLOAD_BYTES, sha256 recorded) and becomes an `import` "
-        "job; poll GET /v1/jobs/{id}, read rejected rows at GET /v1/jobs/{id}/errors."
+        "(size-capped by CONVEYOR_MAX_UPLOAD_BYTES and the caller's storage quota, sha256 "
+        "recorded) and becomes an `import` job; poll GET /v1/jobs/{id}, read rejected rows "
+        "at GET /v1/jobs/{id}/errors. An importer the caller may not run answers 404."
     ),
     openapi_extra={
         "requestBody": {
@@ -108,7 +143,7 @@ def _submit(
     },
     responses={
         200: {"model": JobOut, "description": "Replay: this Idempotency-Key's earlier job."},
-        **problem_responses(409, 413),
+        **problem_responses(400, 404, 409, 413),
     },
 )
 async def submit_import(
@@ -118,29 +153,52 @@ async def submit_import(
     sessions: Sessions,
     settings: AppSettings,
     principal: CurrentPrincipal,
+    importers: Importers,
     request_id: RequestId,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     check_content_length(request, settings.max_upload_bytes)
+    # No single upload may be larger than the whole quota; the exact check (with what the
+    # principal's jobs already hold) comes once the upload's sha256 is known.
+    quota = settings.upload_quota_bytes
+    over_quota = uploads.quota_error(used=0, quota=quota)
+    check_content_length(request, quota, too_large=over_quota)
     writer = await run_in_threadpool(
         UploadWriter, settings.storage_dir, max_bytes=settings.max_upload_bytes
     )
     try:
         form = await receive_form(
-            request, writer=writer, file_field="file", max_bytes=settings.max_upload_bytes
+            request,
+            writer=writer,
+            file_field="file",
+            max_bytes=settings.max_upload_bytes,
+            quota=(quota, over_quota),
         )
     finally:
         writer.abort()  # no-op once finished; removes the partial file otherwise
-    params = _import_params(form.fields, form.upload, form.filename)
-    job, message = await run_in_threadpool(
-        _submit,
-        sessions,
-        settings,
-        principal,
-        params,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
+    try:
+        # In the threadpool: reading declarations touches the filesystem.
+        params = await run_in_threadpool(
+            partial(_import_params, importers=importers, principal=principal),
+            form.fields,
+            form.upload,
+            form.filename,
+        )
+        if form.upload is not None:
+            await run_in_threadpool(_check_quota, sessions, settings, principal, form.upload)
+        job, message = await run_in_threadpool(
+            _submit,
+            sessions,
+            settings,
+            principal,
+            params,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+    except BaseException:
+        if form.upload is not None:  # a refused form leaves no file behind
+            await run_in_threadpool(storage.discard, settings.storage_dir, form.upload)
+        raise
     if message is not None:
         # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
         dispatcher.dispatch(message)
@@ -150,9 +208,16 @@ async def submit_import(
     return job
 
 
-@router.get("/v1/importers", summary="What can be imported: importers and their columns")
-async def list_importers(principal: CurrentPrincipal) -> ImporterList:
-    return ImporterList(items=[ImporterOut.from_importer(i) for i in IMPORTERS.values()])
+@router.get(
+    "/v1/importers",
+    summary="The importers you may run, with their columns",
+    description="Importers are declaration files in CONVEYOR_IMPORTERS_DIR; each names the "
+    "roles and API key scopes that may run it. Others are not listed.",
+)
+def list_importers(principal: CurrentPrincipal, importers: Importers) -> ImporterList:
+    return ImporterList(
+        items=[ImporterOut.from_importer(i) for i in importers.visible_to(principal)]
+    )
 
 
 def _import_job(sessions: db.Sessions, job_id: uuid.UUID, principal: Principal) -> Job:

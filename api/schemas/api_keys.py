@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.api_keys import Role
 from core.models import ApiKey
+
+Scope = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:*-]{1,100}$")]
+SCOPES_DESCRIPTION = (
+    "Grants beyond the role, e.g. `imports:products`: an importer declaration lists the "
+    "scopes that may run it."
+)
 
 
 class ApiKeyCreate(BaseModel):
@@ -16,12 +23,14 @@ class ApiKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
     role: Role
+    scopes: list[Scope] = Field(default=[], max_length=100, description=SCOPES_DESCRIPTION)
 
 
 class ApiKeyOut(BaseModel):
     id: uuid.UUID
     name: str
     role: Role
+    scopes: list[str] = []
     created_at: datetime
     revoked_at: datetime | None
 
@@ -31,6 +40,7 @@ class ApiKeyOut(BaseModel):
             id=row.id,
             name=row.name,
             role=Role(row.role),
+            scopes=list(row.scopes),
             created_at=row.created_at,
             revoked_at=row.revoked_at,
         )
@@ -44,4 +54,5 @@ class ApiKeyCreated(BaseModel):
     id: uuid.UUID
     name: str
     role: Role
+    scopes: list[str] = []
     key: str = Field(description="The plain key. Shown only in this response; store it now.")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.imports.importer import Importer
+from core.imports.cell_values import canonical_text
+from core.imports.field_types import Column
+from core.imports.importer import Importer, Mode
 from core.imports.options import ImportParams, StoredFile, parse_error_threshold
 from core.models import ImportRowError
 
@@ -18,7 +20,11 @@ IMPORT_FORM_SCHEMA: dict[str, Any] = {
         "file": {"type": "string", "format": "binary", "description": "The CSV file."},
         "importer": {"type": "string", "description": "Importer name, e.g. products."},
         "dry_run": {"type": "boolean", "default": False, "description": "Validate only."},
-        "mode": {"type": "string", "enum": ["upsert", "insert"], "default": "upsert"},
+        "mode": {
+            "type": "string",
+            "enum": ["upsert", "insert"],
+            "description": "Default: the importer's declared mode.",
+        },
         "error_threshold": {
             "type": "string",
             "description": "Max rejected rows (e.g. 100) or fraction (0.05 or 5%).",
@@ -36,7 +42,7 @@ class ImportForm(BaseModel):
 
     importer: str = Field(min_length=1, max_length=100)
     dry_run: bool = False
-    mode: Literal["upsert", "insert"] = "upsert"
+    mode: Mode | None = None  # None: the importer's declared mode
     error_threshold: int | float | None = None
     delimiter: str | None = Field(default=None, min_length=1, max_length=10)
     encoding: str | None = Field(default=None, min_length=1, max_length=50)
@@ -56,27 +62,61 @@ class ImportForm(BaseModel):
             return None
         return value
 
-    def params(self, upload: StoredFile) -> ImportParams:
+    def params(self, upload: StoredFile, *, mode: Mode, reveal_table: bool) -> ImportParams:
         """The job's params; ImportParams checks delimiter, encoding and threshold."""
-        return ImportParams(upload=upload, **self.model_dump())
+        fields = self.model_dump(exclude={"mode"})
+        return ImportParams(upload=upload, mode=mode, reveal_table=reveal_table, **fields)
+
+
+def _constraint(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return canonical_text(value)
 
 
 class ImporterColumnOut(BaseModel):
     name: str
-    type: str = Field(examples=["string", "decimal", "integer", "datetime"])
+    type: str = Field(examples=["string", "number", "integer", "datetime"])
+    format: str = "default"
     required: bool
+    unique: bool = False
     description: str | None
-    max_length: int | None = None
-    min: float | None = Field(default=None, description="Smallest allowed value.")
-    max: float | None = Field(default=None, description="Largest allowed value.")
-    decimal_places: int | None = None
+    constraints: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Table Schema constraints besides required/unique (minimum, maximum, "
+        "minLength, maxLength, pattern, enum) and Conveyor's decimalPlaces/maxDigits.",
+    )
+
+    @classmethod
+    def from_column(cls, column: Column) -> ImporterColumnOut:
+        constraints = {
+            "minimum": _constraint(column.minimum),
+            "maximum": _constraint(column.maximum),
+            "minLength": column.min_length,
+            "maxLength": column.max_length,
+            "pattern": column.pattern,
+            "enum": None if column.enum is None else [_constraint(v) for v in column.enum],
+            "decimalPlaces": column.decimal_places,
+            "maxDigits": column.max_digits,
+        }
+        return cls(
+            name=column.name,
+            type=column.type.value,
+            format=column.format,
+            required=column.required,
+            unique=column.unique,
+            description=column.description,
+            constraints={k: v for k, v in constraints.items() if v is not None},
+        )
 
 
 class ImporterOut(BaseModel):
     name: str
     description: str
     table: str
-    key: list[str]
+    mode: Mode = Field(description="The mode used when a request does not give one.")
+    key: list[str] = Field(description="The primaryKey; empty: insert only.")
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
     columns: list[ImporterColumnOut]
 
     @classmethod
@@ -84,21 +124,11 @@ class ImporterOut(BaseModel):
         return cls(
             name=importer.name,
             description=importer.description,
-            table=importer.table.name,
+            table=importer.table,
+            mode=importer.mode,
             key=list(importer.key),
-            columns=[
-                ImporterColumnOut(
-                    name=column.name,
-                    type=column.kind.value,
-                    required=column.required,
-                    description=column.description,
-                    max_length=column.max_length,
-                    min=None if column.ge is None else float(column.ge),
-                    max=None if column.le is None else float(column.le),
-                    decimal_places=column.decimal_places,
-                )
-                for column in importer.columns
-            ],
+            aliases={name: list(names) for name, names in importer.aliases.items()},
+            columns=[ImporterColumnOut.from_column(column) for column in importer.columns],
         )
 
 

@@ -7,6 +7,7 @@ import enum
 from typing import Any
 
 from core.errors import JobFailed
+from core.imports.row_errors import clip_message
 
 
 class ImportFailureCode(enum.StrEnum):
@@ -19,7 +20,13 @@ class ImportFailureCode(enum.StrEnum):
     duplicate_header = "duplicate_header"
     unknown_header = "unknown_header"
     error_threshold_exceeded = "error_threshold_exceeded"
+    too_many_columns = "too_many_columns"
+    record_too_large = "record_too_large"
     upload_missing = "upload_missing"
+    importer_missing = "importer_missing"
+    mode_unsupported = "mode_unsupported"
+    incompatible_table = "incompatible_table"
+    table_unavailable = "table_unavailable"
     load_failed = "load_failed"
 
 
@@ -29,4 +36,4 @@ class ImportFailed(JobFailed):
     def __init__(
         self, code: ImportFailureCode, message: str, *, where: dict[str, Any] | None = None
     ):
-        super().__init__(message, code=code.value, where=where)
+        super().__init__(clip_message(message), code=code.value, where=where)

@@ -8,24 +8,52 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Bytes that must mean the same in the file's encoding as in ASCII, because the reader splits
-# lines on b"\n" and csv looks for these characters.
-_ASCII_PROBE = '\n\r,;\t|"azAZ09 '
 _DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+# Text encodings an upload may declare, by Python codec name. An allow-list, not a probe:
+# Python also has codecs that are not text encodings of a file (utf-7, raw_unicode_escape,
+# unicode_escape, idna, punycode, rot13, base64...), some of which turn bytes into
+# characters that were never in the file. Each of these is ASCII-compatible, which the
+# reader needs (it splits lines on b"\n" before decoding).
+ALLOWED_ENCODINGS = frozenset(
+    {
+        "utf-8",
+        "utf-8-sig",
+        "ascii",
+        "iso8859-1",
+        "iso8859-2",
+        "iso8859-3",
+        "iso8859-4",
+        "iso8859-5",
+        "iso8859-7",
+        "iso8859-9",
+        "iso8859-13",
+        "iso8859-15",
+        "cp1250",
+        "cp1251",
+        "cp1252",
+        "cp1253",
+        "cp1254",
+        "cp1257",
+        "koi8-r",
+        "koi8-u",
+        "mac-roman",
+        "cp437",
+        "cp850",
+    }
+)
 
 
 def canonical_encoding(name: str) -> str:
-    """A Python codec name for ``name``; ValueError unless it is ASCII-compatible."""
+    """A Python codec name for ``name``; ValueError unless it is on the allow-list."""
     try:
         codec = codecs.lookup(name.strip())
     except LookupError:
         raise ValueError(f"unknown encoding {name!r}") from None
-    try:
-        compatible = _ASCII_PROBE.encode(codec.name) == _ASCII_PROBE.encode("ascii")
-    except (UnicodeError, LookupError):
-        compatible = False
-    if not compatible or codec.name.startswith(("utf-16", "utf-32")):
-        raise ValueError(f"encoding {name!r} is not supported (it must be ASCII-compatible)")
+    if codec.name not in ALLOWED_ENCODINGS:
+        raise ValueError(
+            f"encoding {name!r} is not supported; use one of "
+            + ", ".join(sorted(ALLOWED_ENCODINGS))
+        )
     return codec.name
 
 
@@ -80,6 +108,9 @@ class ImportParams(BaseModel):
     error_threshold: int | float | None = Field(default=None, ge=0)
     delimiter: str | None = None
     encoding: str | None = None
+    # May the job learn what the table holds beyond its own writes? A dry run checks
+    # existing keys and taken unique values only when it may (see Importer.may_read_table).
+    reveal_table: bool = True
 
     @field_validator("delimiter")
     @classmethod

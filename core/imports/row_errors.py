@@ -17,7 +17,10 @@ from core.models import ImportRowError
 
 # Stored values are for humans; a 10 MB cell must not become a 10 MB error row.
 VALUE_MAX_CHARS = 1_000
+MESSAGE_MAX_CHARS = 500
 RAW_CELL_MAX_CHARS = 10_000
+RAW_MAX_CHARS = 100_000  # all cells of a stored raw row together
+RAW_MAX_CELLS = 1_000
 TRUNCATED = "…"
 # PostgreSQL text cannot hold NUL; the rejected value is shown with a visible stand-in.
 NUL_STAND_IN = "\u2400"
@@ -34,7 +37,10 @@ class RowErrorCode(enum.StrEnum):
     too_short = "too_short"
     invalid_value = "invalid_value"
     out_of_range = "out_of_range"
+    pattern_mismatch = "pattern_mismatch"
+    not_in_enum = "not_in_enum"
     duplicate_key = "duplicate_key"
+    not_unique = "not_unique"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,24 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text if len(text) <= limit else text[:limit] + TRUNCATED
 
 
+def clip_message(text: str) -> str:
+    """Messages may quote values or header names: a hostile file must not make them huge."""
+    return text if len(text) <= MESSAGE_MAX_CHARS else text[:MESSAGE_MAX_CHARS] + TRUNCATED
+
+
+def clip_raw(cells: Sequence[str]) -> list[str]:
+    """A raw row as stored: each cell clipped, and the row as a whole bounded too."""
+    clipped: list[str] = []
+    budget = RAW_MAX_CHARS
+    for cell in cells[:RAW_MAX_CELLS]:
+        text = _clip(cell, min(RAW_CELL_MAX_CHARS, max(budget, 0))) or ""
+        budget -= len(text)
+        clipped.append(text)
+    if len(cells) > RAW_MAX_CELLS:
+        clipped.append(TRUNCATED)
+    return clipped
+
+
 def add_row_errors(session: Session, *, job_id: uuid.UUID, errors: Sequence[RowError]) -> None:
     """Insert errors; the raw row is kept on each row's first error only."""
     if not errors:
@@ -65,16 +89,14 @@ def add_row_errors(session: Session, *, job_id: uuid.UUID, errors: Sequence[RowE
     for error in errors:
         first = error.row not in seen
         seen.add(error.row)
-        raw = (
-            [_clip(cell, RAW_CELL_MAX_CHARS) for cell in error.raw] if first and error.raw else None
-        )
+        raw = clip_raw(error.raw) if first and error.raw else None
         values.append(
             {
                 "job_id": job_id,
                 "row": error.row,
                 "column": error.column,
                 "code": error.code.value,
-                "message": error.message,
+                "message": clip_message(error.message),
                 "value": _clip(error.value, VALUE_MAX_CHARS),
                 "raw": raw,
             }

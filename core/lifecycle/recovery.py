@@ -22,6 +22,7 @@ from core import db, job_counters
 from core.broker.publisher import JobPublisher
 from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, republish_lost
 from core.errors import ConveyorError
+from core.imports import uploads
 from core.lifecycle.reaper import reap
 from core.settings import Settings
 
@@ -33,6 +34,9 @@ COUNTER_FOLD_INTERVAL = 5.0
 def _fold_counters(sessions: db.Sessions) -> None:
     with db.transaction(sessions) as session:
         job_counters.fold(session)
+
+
+UPLOAD_PURGE_INTERVAL = 3600.0
 
 
 @dataclass
@@ -75,6 +79,16 @@ class RecoveryLoop:
             # Not recovery, but the same kind of chore: keep the job counters' pending
             # deltas short even when nobody scrapes /metrics (core.job_counters).
             _Duty("job_counters", COUNTER_FOLD_INTERVAL, lambda: _fold_counters(sessions)),
+            # Retention, not recovery, but it wants the same "somewhere, periodically".
+            _Duty(
+                "purge_uploads",
+                UPLOAD_PURGE_INTERVAL,
+                lambda: uploads.purge(
+                    sessions,
+                    settings.storage_dir,
+                    retention_seconds=settings.upload_retention_seconds,
+                ),
+            ),
         ]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="conveyor-recovery", daemon=True)

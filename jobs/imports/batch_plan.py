@@ -5,6 +5,7 @@ Duplicate keys inside a batch are resolved here so the database sees each key on
 key wins and the earlier ones count as ``updated`` (each was overwritten by a later row of the
 file), exactly as if rows were applied one by one. ``insert``: the first row wins and the
 later ones are rejected as ``duplicate_key``. Across batches the database does the same.
+An importer without a primaryKey (insert only) keeps every row.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def plan_batch(
 ) -> LoadPlan:
     rows, numbers, originals = checked.rows, checked.row_numbers, checked.originals
     lines = checked.lines
+    if not key_positions:  # an insert-only importer without a key: every row is its own
+        return LoadPlan(rows, numbers, [], originals, copy_payload(lines))
     getter = operator.itemgetter(*key_positions)
     keys: list[Key] = list(map(getter, rows))
     count = len(keys)
@@ -93,5 +96,18 @@ def duplicate_key_error(
         RowErrorCode.duplicate_key,
         f"{', '.join(key_names)} {shown!r} already exists in {where} (mode insert).",
         shown,
+        raw,
+    )
+
+
+def not_unique_error(row: int, name: str, raw: Sequence[str]) -> RowError:
+    """A row whose unique field ``name`` holds a value an earlier row or the table has."""
+    return RowError(
+        row,
+        name,
+        RowErrorCode.not_unique,
+        f"{name} must be unique; this value is already taken (by an earlier row of the file "
+        "or a row of the table).",
+        None,
         raw,
     )

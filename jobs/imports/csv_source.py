@@ -8,6 +8,11 @@ the next one. Encodings must therefore be ASCII-compatible (see core/imports/opt
 
 Row numbers are record numbers, as a spreadsheet shows them: the header is row 1, a record
 with quoted newlines is one row, and a blank line is a row (skipped, never loaded).
+
+Hostile files stay in bounds: a line is read at most ``max_record_bytes`` at a time and a
+record (all its lines) longer than that fails the import (``record_too_large``) as soon as
+it passes the cap, so a 1 GiB single-line file never reaches memory; a header wider than
+``max_columns`` fails it too (``too_many_columns``); a batch stops at ``batch_bytes``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from core.imports.failures import ImportFailed
 from core.imports.failures import ImportFailureCode as Failure
 from core.imports.importer import normalise_header
 from core.imports.row_errors import RowError, RowErrorCode
+from jobs.imports.line_source import (
+    LineSource,
+    NeedsCsv,
+    RecordTooLarge,
+    plain_splitter,
+    record_too_large,
+)
 
 UTF8_BOM = codecs.BOM_UTF8
 _WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -62,11 +74,13 @@ def data_start(file: BinaryIO, encoding: str) -> int:
 
 
 def prescan(file: BinaryIO, *, encoding: str) -> int:
-    """Fail the whole file early (empty, binary, undecodable); return its line count.
+    """Fail the whole file early (empty, binary, undecodable); return its line count."""
+    check_sample(file, encoding=encoding)
+    return count_lines(file, encoding=encoding)
 
-    One pass in C-speed chunks (decode + count newlines), so a bad byte near the end fails
-    the import before any row is loaded.
-    """
+
+def check_sample(file: BinaryIO, *, encoding: str) -> None:
+    """Fail at once a file whose first bytes show it is empty, wide-encoded or binary."""
     start = data_start(file, encoding)
     sample = file.read(SAMPLE_BYTES)
     if not sample.strip():
@@ -77,7 +91,12 @@ def prescan(file: BinaryIO, *, encoding: str) -> int:
             "The file is UTF-16 or UTF-32 encoded; save it as UTF-8 and upload it again.",
         )
     _refuse_binary(sample)
-    file.seek(start)
+
+
+def count_lines(file: BinaryIO, *, encoding: str) -> int:
+    """Decode the whole file and count its lines: one pass in C-speed chunks, so a bad byte
+    near the end fails the import before any row is loaded."""
+    start = data_start(file, encoding)
     return _decode_all(file, encoding, start)
 
 
@@ -137,12 +156,6 @@ class Header:
     end_offset: int  # where the first data record starts
 
 
-def _decoded(file: BinaryIO, encoding: str) -> Iterator[str]:
-    if codecs.lookup(encoding).name == "utf-8":
-        return map(bytes.decode, file)  # the common case, without a partial per line
-    return map(functools.partial(bytes.decode, encoding=encoding), file)
-
-
 def _reader(lines: Iterator[str], delimiter: str) -> Iterator[list[str]]:
     # strict: a bad quote is an error for that record (the reader then goes on with the next
     # one) instead of silently swallowing the rest of the file into one field.
@@ -164,29 +177,57 @@ def sniff_delimiter(line: str, known: Collection[str]) -> str:
 
 
 def read_header(
-    file: BinaryIO, *, encoding: str, delimiter: str | None, known: Collection[str]
+    file: BinaryIO,
+    *,
+    encoding: str,
+    delimiter: str | None,
+    known: Collection[str],
+    max_record_bytes: int,
+    max_columns: int,
 ) -> Header:
-    """The first non-blank record; fails the import when there is none."""
+    """The first non-blank record; fails the import when there is none, or when it is
+    longer than ``max_record_bytes`` or has more than ``max_columns`` fields."""
     offset = data_start(file, encoding)
     file.seek(offset)
     row = 1
-    for raw in file:
+    for raw in iter(functools.partial(file.readline, max_record_bytes + 1), b""):
         if raw.strip():
             break
         offset += len(raw)
         row += 1
     else:
         raise ImportFailed(Failure.empty_file, "The file is empty: no header, no rows.")
-    chosen = delimiter or sniff_delimiter(raw.decode(encoding), known)
     file.seek(offset)
+    lines = LineSource(file, encoding, cap=max_record_bytes)
     try:
-        fields = next(_reader(_decoded(file, encoding), chosen))
+        chosen = delimiter or sniff_delimiter(raw.decode(encoding), known)
+        fields = next(_reader(iter(lines), chosen))
+    except RecordTooLarge:
+        raise record_too_large(row, max_record_bytes) from None
+    except UnicodeDecodeError:
+        hint = (
+            " If the file is not UTF-8, pass its encoding (e.g. latin-1)."
+            if is_utf8(encoding)
+            else ""
+        )
+        raise ImportFailed(
+            Failure.undecodable,
+            f"Row {row}: the header is not valid {encoding}.{hint}",
+            where={"row": row},
+        ) from None
     except (csv.Error, StopIteration) as error:
         raise ImportFailed(
             Failure.not_csv,
             f"Row {row}: the header is not valid CSV ({error}).",
             where={"row": row},
         ) from None
+    if len(fields) > max_columns:
+        raise ImportFailed(
+            Failure.too_many_columns,
+            f"Row {row}: the header has {len(fields):,} columns, more than the "
+            f"{max_columns:,} allowed (CONVEYOR_IMPORT_MAX_COLUMNS).",
+            where={"row": row},
+        )
     return Header(fields=fields, row=row, delimiter=chosen, end_offset=file.tell())
 
 
@@ -212,7 +253,10 @@ class RawBatch:
 
 
 class RecordReader:
-    """Reads records from ``offset`` on; the record there has row number ``next_row``."""
+    """Reads records from ``offset`` on; the record there has row number ``next_row``.
+    A batch holds at most ``limit`` records and at most ``batch_bytes`` bytes (or one
+    record, if that record alone is larger). Lines are split plainly until one needs the
+    csv module (a quote); from then on every batch of the file goes through csv.reader."""
 
     def __init__(
         self,
@@ -223,6 +267,8 @@ class RecordReader:
         width: int,
         offset: int,
         next_row: int,
+        max_record_bytes: int,
+        batch_bytes: int,
     ) -> None:
         self._file = file
         self._encoding = encoding
@@ -230,23 +276,43 @@ class RecordReader:
         self._width = width
         self._next_row = next_row
         self._offset = offset
+        self._max_record_bytes = max_record_bytes
+        self._batch_bytes = batch_bytes
+        self._plain = True
         self._open_at(offset)
 
     def _open_at(self, offset: int) -> None:
         self._file.seek(offset)
-        self._records = _reader(_decoded(self._file, self._encoding), self._delimiter)
+        self._opened_at = offset
+        self._lines = LineSource(self._file, self._encoding, cap=self._max_record_bytes)
+        records: Iterator[list[str]] = (
+            map(plain_splitter(self._delimiter, csv.field_size_limit()), iter(self._lines))
+            if self._plain
+            else _reader(iter(self._lines), self._delimiter)
+        )
+        self._records = map(self._lines.mark, records)
 
     def read_batch(self, limit: int) -> RawBatch:
-        """The next ``limit`` records (fewer at the end of the file)."""
+        """The next ``limit`` records (fewer at the end of the file, or past batch_bytes)."""
         first = self._next_row
+        carried = self._lines.begin_batch(self._batch_bytes)
+        records = [carried] if carried is not None else []
         try:
             # The hot path: the C reader fills the batch without a Python loop per record.
-            records = list(itertools.islice(self._records, limit))
+            records += itertools.islice(self._records, limit - len(records))
+        except RecordTooLarge:
+            # ``records`` holds what was read before: the next record is the culprit.
+            raise record_too_large(first + len(records), self._max_record_bytes) from None
+        except NeedsCsv:
+            self._plain = False  # this batch again, and the rest of the file, through csv
+            self._open_at(self._offset)
+            return self.read_batch(limit)
         except csv.Error:
             # A malformed record: read this batch again, record by record, to place it.
             self._open_at(self._offset)
+            self._lines.begin_batch(self._batch_bytes)
             return self._finish(first, *self._read_carefully(limit, first))
-        exhausted = len(records) < limit
+        exhausted = len(records) < limit and self._lines.carry is None
         if set(map(len, records)) <= {self._width}:
             return self._finish(first, records, [], [], exhausted)
         return self._finish(first, *self._sort_out(records, first), exhausted)
@@ -262,7 +328,7 @@ class RecordReader:
         count = len(rows) + len(skipped)
         self._next_row = first + count
         if count:
-            self._offset = self._file.tell()
+            self._offset = self._opened_at + self._lines.batch_end
         numbers: Sequence[int] = range(first, first + len(rows))
         if skipped:
             gaps = set(skipped)
@@ -294,8 +360,11 @@ class RecordReader:
             try:
                 fields = next(self._records)
             except StopIteration:
-                return rows, skipped, rejected, True
+                return rows, skipped, rejected, self._lines.carry is None
+            except RecordTooLarge:
+                raise record_too_large(row, self._max_record_bytes) from None
             except csv.Error as error:
+                self._lines.record_start = self._lines.consumed  # the bad record ends here
                 skipped.append(row)
                 rejected.append(
                     RowError(row, None, RowErrorCode.malformed_row, f"Malformed CSV: {error}.")

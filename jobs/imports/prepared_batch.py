@@ -1,7 +1,8 @@
 """A batch as it travels from the reader process to the unit that commits it: slim on
 purpose (pickling 10,000 rows of fields would cost more than reading them), so it carries
-the COPY payload, the counts and the row errors; plus, in ``insert`` mode, what is needed to
-reject rows whose key already exists."""
+the COPY payload, the counts and the row errors; plus, in ``insert`` mode or for importers
+with unique fields, what is needed to reject rows the database refuses (key taken, unique
+value taken)."""
 
 from __future__ import annotations
 
@@ -65,4 +66,6 @@ class PreparedBatch:
 
 
 def _unescape(cell: str) -> str:
+    if cell == "\\N":  # COPY's NULL marker: the cell was empty
+        return ""
     return _ESCAPED.sub(lambda match: _UNESCAPE[match.group()], cell)

@@ -1,36 +1,23 @@
-"""Validating a batch of rows against the importer's row model, column by column.
+"""Validating a batch of rows against the importer's declared fields, column by column.
 
 Each row is first tried against the fast check (one regex over its tab-joined line, which is
 also its line in the COPY payload); only a row that fails is looked at cell by cell, and only
-cells that fail their cell check go through the model's field validator, which is the judge.
-A valid cell that the model changes (stripped, normalised) is replaced by its canonical text,
-which is what gets loaded; an invalid one becomes a RowError with its row number and column.
+cells that fail their cell check go through the field's own parser and constraints
+(``Column.judge``), which is the judge. A valid cell that the field changes (stripped,
+normalised) is replaced by its canonical text, which is what gets loaded; an invalid one
+becomes a RowError with its row number and column.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
 
-from pydantic import ValidationError
-
-from core.imports.importer import Column, ColumnKind
+from core.imports.cell_values import CellInvalid
+from core.imports.field_types import Column
 from core.imports.row_errors import RowError, RowErrorCode
 from jobs.imports.fast_checks import RowCheck
-
-_CODES = {
-    "string_too_long": RowErrorCode.too_long,
-    "string_too_short": RowErrorCode.too_short,
-    "greater_than": RowErrorCode.out_of_range,
-    "greater_than_equal": RowErrorCode.out_of_range,
-    "less_than": RowErrorCode.out_of_range,
-    "less_than_equal": RowErrorCode.out_of_range,
-}
 
 
 @dataclass
@@ -41,7 +28,7 @@ class CheckedBatch:
     rows: list[list[str]]
     row_numbers: list[int]
     lines: list[str]
-    # Rows with a cell the model changed (index -> fields as read), for error reports.
+    # Rows with a cell the field changed (index -> fields as read), for error reports.
     originals: dict[int, list[str]] = field(default_factory=dict)
     errors: list[RowError] = field(default_factory=list)
     rejected: int = 0  # rows with at least one error
@@ -56,50 +43,29 @@ class CheckedBatch:
         return self.originals.get(index, self.rows[index])
 
 
-def canonical_text(value: Any) -> str:
-    """A validated value as text PostgreSQL parses back to the same value ('' is NULL)."""
-    if value is None:
-        return ""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.date):  # datetime included
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    return str(value)
-
-
 @dataclass(frozen=True)
 class CellError:
     code: RowErrorCode
     message: str
 
 
-def judge_cell(column: Column, value: str) -> str | CellError:
-    """The canonical text of a valid cell, or why it is invalid (the model decides)."""
-    if "\x00" in value:
-        return CellError(RowErrorCode.nul_byte, "The value contains a NUL byte.")
-    if not value.strip():
-        if column.required:
-            return CellError(RowErrorCode.required, f"{column.name} is required.")
-        return ""
-    # Surrounding whitespace never matters; strings are stripped (or not) by the model itself.
-    candidate = value if column.kind is ColumnKind.string else value.strip()
+def judge_cell(column: Column, value: str) -> str | CellError | None:
+    """The canonical text of a valid cell (None: missing, NULL), or why it is invalid."""
     try:
-        return canonical_text(column.adapter.validate_python(candidate))
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        return CellError(_CODES.get(first["type"], RowErrorCode.invalid_value), first["msg"])
+        return column.judge(value)
+    except CellInvalid as error:
+        return CellError(error.code, error.message)
 
 
 class RowValidator:
     """Validates rows whose fields are in ``columns`` order (the file's header order)."""
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(
+        self, columns: Sequence[Column], *, null: str = "", keys: Sequence[str] = ()
+    ) -> None:
         self.columns = tuple(columns)
-        self._check = RowCheck(columns)
+        self._null = null  # COPY's NULL marker: '' or \N (see Importer.copy_null)
+        self._check = RowCheck(columns, null=null, keys=keys)
 
     def check(self, rows: list[list[str]], row_numbers: Sequence[int]) -> CheckedBatch:
         lines = list(map("\t".join, rows))
@@ -121,11 +87,11 @@ class RowValidator:
     def _judge_row(self, batch: CheckedBatch, fields: list[str], row: int) -> None:
         """A row that failed the fast check, cell by cell: keep it (canonical, escaped for
         COPY), reject it, or skip it when every cell is blank."""
-        canonical: list[str] = []
+        canonical: list[str | None] = []
         problems: list[tuple[int, CellError]] = []
         for position, value in enumerate(fields):
             if self._check.cell_passes(position, value):
-                canonical.append(value)
+                canonical.append(None if value == "" and self._null == "" else value)
                 continue
             verdict = judge_cell(self.columns[position], value)
             if isinstance(verdict, CellError):
@@ -133,9 +99,11 @@ class RowValidator:
             else:
                 canonical.append(verdict)
         if not problems:
-            if canonical != fields:
+            texts = ["" if cell is None else cell for cell in canonical]
+            if texts != fields:
                 batch.originals[len(batch.rows)] = fields
-            batch.keep(canonical, row, "\t".join(map(escape_copy_text, canonical)))
+            line = "\t".join(self._null if c is None else escape_copy_text(c) for c in canonical)
+            batch.keep(texts, row, line)
         elif any(cell.strip() for cell in fields):
             batch.rejected += 1
             for position, problem in problems:

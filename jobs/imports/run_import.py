@@ -16,17 +16,18 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
-from core import storage
+from core import db, storage
 from core.errors import NotFound
 from core.imports import row_errors
+from core.imports.ddl import TableInfo, ensure_table
 from core.imports.failures import ImportFailed
 from core.imports.failures import ImportFailureCode as Failure
 from core.imports.importer import Importer
 from core.imports.options import ImportParams
-from core.imports.registry import get_importer
-from jobs.imports.batch_plan import duplicate_key_error, plan_batch
+from core.imports.registry import ImporterNotFound, ImporterRegistry
+from jobs.imports.batch_plan import duplicate_key_error, not_unique_error, plan_batch
 from jobs.imports.bulk_load import BulkLoader
-from jobs.imports.csv_source import RecordReader, prescan, read_header
+from jobs.imports.csv_source import RecordReader, check_sample, count_lines, read_header
 from jobs.imports.header import match_header
 from jobs.imports.import_state import ImportState
 from jobs.imports.prepared_batch import PreparedBatch
@@ -37,8 +38,9 @@ from jobs.job_context import JobContext, Progress
 
 def run_import(ctx: JobContext) -> dict[str, Any]:
     params = ImportParams.model_validate(ctx.params)
-    importer = get_importer(params.importer)
-    csv.field_size_limit(ctx.settings.import_max_field_chars)
+    importer = _importer(ctx, params)
+    settings = ctx.settings
+    csv.field_size_limit(min(settings.import_max_field_chars, settings.import_max_record_bytes))
     with _open_upload(ctx, params) as file:
         state = ImportState.from_checkpoint(ctx.checkpoint)
         if state is None:
@@ -46,8 +48,32 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
         ctx.result = state.result(params)
         _check_threshold(params, state)  # a crash may have come between commit and check
         if not state.finished:
-            state = _load(ctx, params, importer, file, state)
+            table = ctx.retry_database(lambda: _table(ctx, importer))
+            state = _load(ctx, params, importer, table, file, state)
     return state.result(params)
+
+
+def _importer(ctx: JobContext, params: ImportParams) -> Importer:
+    """The declaration as it is now (its file is read again for every attempt)."""
+    try:
+        importer = ImporterRegistry(ctx.settings.importers_dir).get(params.importer)
+    except ImporterNotFound:
+        raise ImportFailed(
+            Failure.importer_missing,
+            f"Importer {params.importer!r} is no longer declared (or its declaration is "
+            "invalid: see `conveyor importers list`).",
+        ) from None
+    if params.mode == "upsert" and not importer.key:
+        raise ImportFailed(
+            Failure.mode_unsupported,
+            f"Importer {importer.name!r} declares no primaryKey: only mode insert is possible.",
+        )
+    return importer
+
+
+def _table(ctx: JobContext, importer: Importer) -> TableInfo:
+    with db.transaction(ctx.sessions) as session:
+        return ensure_table(session, importer)
 
 
 @contextmanager
@@ -65,10 +91,19 @@ def _start(
 ) -> ImportState:
     """First attempt (or a retry from scratch): whole-file checks, header, a clean slate."""
     encoding = params.encoding or "utf-8"
-    lines = prescan(file, encoding=encoding)
-    known = {column.name for column in importer.columns}
-    header = read_header(file, encoding=encoding, delimiter=params.delimiter, known=known)
+    # The sample checks and the header (bounded reads) come before the pass over the whole
+    # file, so a file that is not a CSV at all fails without being read to its end.
+    check_sample(file, encoding=encoding)
+    header = read_header(
+        file,
+        encoding=encoding,
+        delimiter=params.delimiter,
+        known=set(importer.headers),
+        max_record_bytes=ctx.settings.import_max_record_bytes,
+        max_columns=ctx.settings.import_max_columns,
+    )
     match_header(header.fields, importer, row=header.row)
+    lines = count_lines(file, encoding=encoding)
     state = ImportState.starting(header, encoding=encoding, estimate=max(lines - header.row, 0))
 
     def begin(session: Session) -> Progress:
@@ -84,12 +119,20 @@ def _load(
     ctx: JobContext,
     params: ImportParams,
     importer: Importer,
+    table: TableInfo,
     file: BinaryIO,
     state: ImportState,
 ) -> ImportState:
     columns = match_header(state.header, importer, row=state.header_row)
     names = [column.name for column in columns]
-    loader = BulkLoader(importer, names, mode=params.mode, dry_run=params.dry_run)
+    loader = BulkLoader(
+        importer,
+        table,
+        names,
+        mode=params.mode,
+        dry_run=params.dry_run,
+        reveal_table=params.reveal_table,
+    )
     batches = run_in_child(lambda: _prepared_batches(ctx, params, importer, file, state, columns))
     for batch in batches:
         state = _commit_batch(ctx, params, importer, loader, state, batch)
@@ -106,8 +149,9 @@ def _prepared_batches(
     columns: tuple[Any, ...],
 ) -> Iterator[PreparedBatch]:
     """Read, validate and plan batches (runs in the reader process; touches no database)."""
+    settings = ctx.settings
     names = [column.name for column in columns]
-    validator = RowValidator(columns)
+    validator = RowValidator(columns, null=importer.copy_null, keys=importer.key)
     reader = RecordReader(
         file,
         encoding=state.encoding,
@@ -115,15 +159,18 @@ def _prepared_batches(
         width=len(columns),
         offset=state.offset,
         next_row=state.next_row,
+        max_record_bytes=settings.import_max_record_bytes,
+        batch_bytes=settings.import_batch_bytes,
     )
     key_positions = [names.index(key) for key in importer.key]
+    keep_keys = params.mode == "insert" or bool(importer.unique_columns)
     while True:
-        raw = reader.read_batch(ctx.settings.import_batch_rows)
+        raw = reader.read_batch(settings.import_batch_rows)
         checked = validator.check(raw.rows, raw.row_numbers)
         plan = plan_batch(
             checked, key_positions=key_positions, key_names=importer.key, mode=params.mode
         )
-        yield PreparedBatch.of(raw, checked, plan, keep_keys=params.mode == "insert")
+        yield PreparedBatch.of(raw, checked, plan, keep_keys=keep_keys)
         if raw.exhausted:
             return
 
@@ -143,13 +190,13 @@ def _commit_batch(
         loaded = loader.load(session, batch)
         present = set(loaded.existing)
         found = [i for i, key in enumerate(batch.keys) if key in present]
-        raws = batch.fields_of(found)
-        existing = [
+        raws = batch.fields_of(found + [index for index, _ in loaded.not_unique])
+        refused = [
             duplicate_key_error(batch.row_numbers[i], importer.key, batch.keys[i], raws[i])
             for i in found
-        ]
-        row_errors.add_row_errors(session, job_id=ctx.job_id, errors=batch.errors + existing)
-        after = state.advanced(batch, loaded, existing=len(existing), dry_run=params.dry_run)
+        ] + [not_unique_error(batch.row_numbers[i], name, raws[i]) for i, name in loaded.not_unique]
+        row_errors.add_row_errors(session, job_id=ctx.job_id, errors=batch.errors + refused)
+        after = state.advanced(batch, loaded, existing=len(refused), dry_run=params.dry_run)
         ctx.result = after.result(params)
         committed[:] = [after]
         return after.progress()

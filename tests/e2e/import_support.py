@@ -15,6 +15,7 @@ import redis
 import sqlalchemy as sa
 
 from core import db
+from core.api_keys import Role
 from core.models import ImportRowError, Product
 from core.settings import Settings
 from tests import services
@@ -50,6 +51,14 @@ class ImportPlatform:
     sessions: db.Sessions
     client: httpx.Client
 
+    def client_for(self, role: Role = Role.submitter, scopes: tuple[str, ...] = ()) -> httpx.Client:
+        """A client of the running API with a new key (close it when done)."""
+        key = services.new_api_key(self.sessions, self.settings, role, scopes=scopes)
+        assert self.platform.api_url is not None
+        return httpx.Client(
+            base_url=self.platform.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+
     def submit(self, data: bytes, filename: str = "upload.csv", **form: Any) -> httpx.Response:
         fields = {"importer": "products", **{k: str(v) for k, v in form.items()}}
         return self.client.post(
@@ -64,12 +73,17 @@ class ImportPlatform:
     def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         return wait_terminal(self.client, job_id, timeout=timeout)
 
-    def errors(self, job_id: str) -> list[tuple[int, str | None, str]]:
+    def wait_with(self, client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_terminal(client, job_id, timeout=timeout)
+
+    def errors(
+        self, job_id: str, client: httpx.Client | None = None
+    ) -> list[tuple[int, str | None, str]]:
         items: list[dict[str, Any]] = []
         cursor = None
         while True:
             params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-            page = self.client.get(f"/v1/jobs/{job_id}/errors", params=params)
+            page = (client or self.client).get(f"/v1/jobs/{job_id}/errors", params=params)
             assert page.status_code == 200, page.text
             items += page.json()["items"]
             cursor = page.json()["next_cursor"]

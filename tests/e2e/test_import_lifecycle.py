@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -26,6 +27,7 @@ from tests.e2e.import_support import (
     clean_imports,
     import_settings,
     running_import_platform,
+    wait_terminal,
 )
 from tests.product_csv import product_row, products_csv
 
@@ -41,6 +43,12 @@ def imports(database_url, session_redis, engine, tmp_path_factory) -> Iterator[I
         database_url, session_redis, tmp / "storage", import_batch_rows=BATCH_ROWS
     )
     yield from running_import_platform(settings, engine, tmp / "logs", workers=2)
+
+
+@pytest.fixture
+def operator_client(imports: ImportPlatform) -> Iterator[httpx.Client]:
+    with imports.client_for(Role.operator) as client:
+        yield client
 
 
 @pytest.fixture
@@ -81,19 +89,38 @@ def test_insert_mode_rejects_existing_keys(fresh):
     assert {sku: p["name"] for sku, p in fresh.products().items()} == {"A": "a", "B": "b"}
 
 
-def test_dry_run_writes_nothing_but_reports_rejections(fresh):
+def test_dry_run_writes_nothing_but_reports_rejections(fresh, operator_client):
     fresh.run(b"sku,name\nA,a\n")
-    job = fresh.run(b"sku,name,price\nA,x,1\nB,b,-1\nC,c,2\n", dry_run="true", mode="insert")
-    assert job["status"] == "succeeded"
-    result = job["result"]
+    data = b"sku,name,price\nA,x,1\nB,b,-1\nC,c,2\nC,again,3\n"
+    # An operator may read the table: the dry run says which keys already exist.
+    operator = wait_terminal(
+        operator_client,
+        operator_client.post(
+            "/v1/imports",
+            data={"importer": "products", "dry_run": "true", "mode": "insert"},
+            files={"file": ("a.csv", data)},
+        ).json()["id"],
+        timeout=60,
+    )
+    assert operator["status"] == "succeeded"
+    result = operator["result"]
     assert result["dry_run"] is True
     assert (result["rows_total"], result["valid"], result["inserted"], result["rejected"]) == (
-        3,
+        4,
         1,
         0,
-        2,
+        3,
     )
-    assert fresh.errors(job["id"]) == [(2, "sku", "duplicate_key"), (3, "price", "out_of_range")]
+    assert fresh.errors(operator["id"], operator_client) == [
+        (2, "sku", "duplicate_key"),
+        (3, "price", "out_of_range"),
+        (5, "sku", "duplicate_key"),
+    ]
+    # A submitter may write through the importer but not read the table: its dry run
+    # reports only what the file itself shows (the repeat within the file).
+    job = fresh.run(data, dry_run="true", mode="insert")
+    assert job["status"] == "succeeded"
+    assert fresh.errors(job["id"]) == [(3, "price", "out_of_range"), (5, "sku", "duplicate_key")]
     assert set(fresh.products()) == {"A"}
 
 
@@ -133,8 +160,12 @@ def test_idempotency_key(fresh):
 
 
 def test_bad_requests_are_422_problems(fresh):
+    unknown = fresh.client.post(
+        "/v1/imports", data={"importer": "nope"}, files={"file": ("a", b"x")}
+    )
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["code"] == "importer_not_found"
     cases = [
-        ({"importer": "nope"}, "importer"),
         ({"importer": "products", "mode": "merge"}, "mode"),
         ({"importer": "products", "error_threshold": "lots"}, "error_threshold"),
         ({"importer": "products", "encoding": "utf-16"}, "encoding"),
@@ -154,16 +185,15 @@ def test_bad_requests_are_422_problems(fresh):
 def test_importers_are_listed(fresh):
     body = fresh.client.get("/v1/importers").json()
     products = next(item for item in body["items"] if item["name"] == "products")
-    assert products["key"] == ["sku"]
+    assert (products["key"], products["mode"], products["table"]) == (["sku"], "upsert", "products")
     columns = {column["name"]: column for column in products["columns"]}
     assert columns["sku"]["required"]
     assert columns["name"]["required"]
     assert columns["price"] == {
         **columns["price"],
-        "type": "decimal",
+        "type": "number",
         "required": False,
-        "min": 0.0,
-        "decimal_places": 2,
+        "constraints": {"minimum": "0", "decimalPlaces": 2, "maxDigits": 12},
     }
 
 
@@ -187,7 +217,7 @@ def test_errors_pages_csv_download_and_visibility(fresh):
             "'-1",
             "2",
             "price",
-            "price: Input should be greater than or equal to 0",
+            "price: Must be at least 0.",
         ],
         [
             "E3",
@@ -195,9 +225,9 @@ def test_errors_pages_csv_download_and_visibility(fresh):
             "x",
             "4",
             "name; price",
-            "name: name is required.; price: Input should be a valid decimal",
+            "name: name is required.; price: Expected a number such as 12.50.",
         ],
-        ["'-E4", "b", "'-2", "5", "price", "price: Input should be greater than or equal to 0"],
+        ["'-E4", "b", "'-2", "5", "price", "price: Must be at least 0."],
     ]
     stranger = services.new_api_key(fresh.sessions, fresh.settings, Role.submitter)
     denied = fresh.client.get(
@@ -316,4 +346,4 @@ def test_cli_import_waits_and_prints_the_counts(fresh, tmp_path):
         check=False,
     )
     assert refused.returncode == 1
-    assert "invalid_request" in refused.stderr
+    assert "importer_not_found" in refused.stderr

@@ -132,7 +132,7 @@ def test_admin_creates_lists_and_revokes_keys(client: TestClient, keys: Keys) ->
     )
     assert created.status_code == 201, created.text
     body = created.json()
-    assert set(body) == {"id", "name", "role", "key"}
+    assert set(body) == {"id", "name", "role", "scopes", "key"}
     assert body["role"] == "submitter"
     new_key = bearer(body["key"])
     assert client.get("/v1/jobs", headers=new_key).status_code == 200
@@ -141,7 +141,9 @@ def test_admin_creates_lists_and_revokes_keys(client: TestClient, keys: Keys) ->
     assert listed.status_code == 200
     items = listed.json()["items"]
     assert {item["name"] for item in items} == {"admin", "ops", "alice", "bob", "ci"}
-    assert all(set(item) == {"id", "name", "role", "created_at", "revoked_at"} for item in items)
+    assert all(
+        set(item) == {"id", "name", "role", "scopes", "created_at", "revoked_at"} for item in items
+    )
 
     assert client.delete(f"/v1/api-keys/{body['id']}", headers=keys.admin).status_code == 204
     assert_problem(client.get("/v1/jobs", headers=new_key), 401, "unauthenticated")
@@ -517,3 +519,21 @@ def test_openapi_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/health/ready"} <= set(schema["paths"])
+
+
+def test_keys_carry_scopes_that_grant_importers(client: TestClient, keys: Keys) -> None:
+    created = client.post(
+        "/v1/api-keys",
+        json={"name": "scoped", "role": "submitter", "scopes": ["imports:products", "x:y"]},
+        headers=keys.admin,
+    )
+    assert created.status_code == 201, created.text
+    assert sorted(created.json()["scopes"]) == ["imports:products", "x:y"]
+    listed = client.get("/v1/api-keys", headers=keys.admin).json()["items"]
+    assert next(i for i in listed if i["name"] == "scoped")["scopes"] == ["imports:products", "x:y"]
+    bad = client.post(
+        "/v1/api-keys",
+        json={"name": "x", "role": "submitter", "scopes": ["no spaces allowed"]},
+        headers=keys.admin,
+    )
+    assert_problem(bad, 422, "invalid_request")

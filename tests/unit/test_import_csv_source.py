@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 
 import pytest
 
 from core.imports.failures import ImportFailed
 from core.imports.row_errors import RowErrorCode
 from jobs.imports.csv_source import RecordReader, prescan, read_header, sniff_delimiter
+from jobs.imports.line_source import NeedsCsv, plain_splitter
 
 KNOWN = {"sku", "name", "price", "quantity", "description", "category", "updated_at"}
+HEADER_LIMITS = {"max_record_bytes": 1 << 20, "max_columns": 100}
+READER_LIMITS = {"max_record_bytes": 1 << 20, "batch_bytes": 1 << 20}
 
 
 def _file(data: bytes) -> io.BytesIO:
@@ -21,7 +25,7 @@ def _file(data: bytes) -> io.BytesIO:
 def _all_records(data: bytes, batch: int, *, width: int = 2, start: int | None = None):
     """Read every record, in batches of ``batch``, reopening at each checkpoint like a resumed
     attempt would; returns (row numbers, rows, rejected rows)."""
-    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN)
+    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN, **HEADER_LIMITS)
     offset, next_row = (start if start is not None else header.end_offset), header.row + 1
     numbers, rows, rejected = [], [], []
     while True:
@@ -32,6 +36,7 @@ def _all_records(data: bytes, batch: int, *, width: int = 2, start: int | None =
             width=width,
             offset=offset,
             next_row=next_row,
+            **READER_LIMITS,
         )
         raw = reader.read_batch(batch)
         numbers += list(raw.row_numbers)
@@ -82,6 +87,7 @@ def test_header_skips_bom_and_leading_blank_lines():
         encoding="utf-8",
         delimiter=None,
         known=KNOWN,
+        **HEADER_LIMITS,
     )
     assert (header.fields, header.row, header.delimiter) == (["sku", "name"], 3, ",")
     assert header.end_offset == len(b"\xef\xbb\xbf\r\n\r\nsku,name\r\n")
@@ -150,3 +156,100 @@ def test_resuming_at_each_checkpoint_reads_exactly_the_same_records(batch):
     numbers, rows, _ = _all_records(data, batch)
     assert [row[0] for row in rows] == [f"S{i}" for i in range(25)]
     assert numbers == sorted(set(numbers))
+
+
+def _reader(data: bytes, **limits):
+    header = read_header(_file(data), encoding="utf-8", delimiter=",", known=KNOWN, **HEADER_LIMITS)
+    return RecordReader(
+        _file(data),
+        encoding="utf-8",
+        delimiter=",",
+        width=len(header.fields),
+        offset=header.end_offset,
+        next_row=header.row + 1,
+        **{**READER_LIMITS, **limits},
+    )
+
+
+def test_a_line_longer_than_the_record_cap_fails_at_once():
+    data = b"sku,name\nA,a\nB," + b"x" * 5_000 + b"\nC,c\n"
+    with pytest.raises(ImportFailed) as failure:
+        _reader(data, max_record_bytes=1_024).read_batch(100)
+    assert failure.value.code == "record_too_large"
+    assert failure.value.where == {"row": 3}
+
+
+def test_a_multiline_record_past_the_cap_fails_as_soon_as_it_passes_it():
+    # Each line is short; the quoted field never closes within the cap.
+    data = b'sku,name\nA,"' + b"x\n" * 10_000 + b'"\nB,b\n'
+    with pytest.raises(ImportFailed) as failure:
+        _reader(data, max_record_bytes=1_024).read_batch(100)
+    assert failure.value.code == "record_too_large"
+    assert failure.value.where == {"row": 2}
+
+
+def test_a_header_that_is_too_long_or_too_wide_fails():
+    with pytest.raises(ImportFailed) as long_header:
+        read_header(
+            _file(b"a" * 5_000 + b"\n"),
+            encoding="utf-8",
+            delimiter=",",
+            known=KNOWN,
+            max_record_bytes=1_024,
+            max_columns=10,
+        )
+    assert long_header.value.code == "record_too_large"
+    with pytest.raises(ImportFailed) as wide:
+        read_header(
+            _file(b",".join(b"c%d" % i for i in range(11)) + b"\n"),
+            encoding="utf-8",
+            delimiter=",",
+            known=KNOWN,
+            max_record_bytes=1_024,
+            max_columns=10,
+        )
+    assert wide.value.code == "too_many_columns"
+
+
+def test_batches_stop_at_their_byte_cap_and_resume_exactly():
+    rows = [f"K{i},{'x' * (i % 50)}" for i in range(2_000)]
+    data = ("sku,name\n" + "\n".join(rows) + "\n").encode()
+    reader = _reader(data, batch_bytes=4_096)
+    seen: list[list[str]] = []
+    sizes = []
+    while True:
+        raw = reader.read_batch(1_000)
+        seen += raw.rows
+        sizes.append(len(raw.rows))
+        if raw.exhausted:
+            break
+    assert seen == [row.split(",") for row in rows]
+    assert max(sizes) < 1_000  # the byte cap, not the row cap, ended the batches
+    assert len(sizes) > 2_000 * 30 // 4_096
+
+
+def test_the_plain_splitter_reads_quote_free_lines_exactly_as_csv_does():
+    rng = random.Random(5)
+    alphabet = "ab ,;\t|\x00é\u2028 "
+    split = plain_splitter(",", 1_000)
+    for _ in range(3_000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+        for ending in ("", "\n", "\r\n"):
+            line = text + ending
+            assert split(line) == next(csv.reader([line], strict=True), []), repr(line)
+    for needs_csv in ('a,"b"\n', "a\rb\n", "x" * 1_001):
+        with pytest.raises(NeedsCsv):
+            split(needs_csv)
+
+
+@pytest.mark.parametrize("quote_at", [None, 3, 1_500])
+def test_files_read_the_same_whether_split_plainly_or_by_csv(quote_at):
+    rows = [f"K{i},plain {i}" for i in range(2_000)]
+    if quote_at is not None:  # from this record on, csv.reader must take over
+        rows[quote_at] = f'K{quote_at},"quoted, with a comma"'
+    data = ("sku,name\n" + "\n".join(rows) + "\n").encode()
+    numbers, read, rejected = _all_records(data, 700)
+    expected = [next(csv.reader([row])) for row in rows]
+    assert read == expected
+    assert numbers == list(range(2, 2_002))
+    assert rejected == []

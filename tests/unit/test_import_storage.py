@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from core.errors import NotFound, PayloadTooLarge
-from core.storage import open_upload, save_upload, upload_path
+from core.storage import discard, open_upload, save_upload, upload_path
 
 
 def test_save_upload_streams_and_addresses_by_content(tmp_path):
@@ -18,7 +18,22 @@ def test_save_upload_streams_and_addresses_by_content(tmp_path):
     assert stored.path == f"uploads/sha256/{digest[:2]}/{digest}"
     with open_upload(tmp_path, stored.path) as file:
         assert file.read() == b"sku,name\nA,a\n"
-    assert save_upload(iter(data), storage_dir=tmp_path, max_bytes=100) == stored
+    again = save_upload(iter(data), storage_dir=tmp_path, max_bytes=100)
+    assert (again.path, again.sha256, again.size) == (stored.path, stored.sha256, stored.size)
+    assert stored.created
+    assert not again.created
+
+
+def test_discard_removes_only_a_file_this_upload_created_and_still_owns(tmp_path):
+    first = save_upload(iter([b"a,b\n"]), storage_dir=tmp_path, max_bytes=100)
+    second = save_upload(iter([b"a,b\n"]), storage_dir=tmp_path, max_bytes=100)
+    path = upload_path(tmp_path, first.path)
+    discard(tmp_path, second)  # not created by it: another job may use the file
+    discard(tmp_path, first)  # replaced since by the second upload: not its own any more
+    assert path.exists()
+    third = save_upload(iter([b"c,d\n"]), storage_dir=tmp_path, max_bytes=100)
+    discard(tmp_path, third)
+    assert not upload_path(tmp_path, third.path).exists()
 
 
 def test_over_the_cap_is_refused_and_removed(tmp_path):
