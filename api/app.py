@@ -67,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         breaker=breaker,
         interval=settings.relay_interval,
         open_backoff=settings.breaker_reset_timeout,
+        waiting_recheck_seconds=settings.waiting_recheck_seconds,
     )
     relay.start()
     try:

@@ -35,12 +35,14 @@ class RelayLoop:
         breaker: RedisBreaker,
         interval: float,
         open_backoff: float,
+        waiting_recheck_seconds: float = 10.0,
     ) -> None:
         self.sessions = sessions
         self.publisher = job_publisher
         self.redis = redis_client
         self.breaker = breaker
         self.interval = interval
+        self.waiting_recheck_seconds = waiting_recheck_seconds
         # While the breaker is open every publish is refused anyway; a pass would only lock
         # rows for nothing, so wait for the breaker's reset timeout instead.
         self.open_backoff = open_backoff
@@ -82,6 +84,7 @@ class RelayLoop:
             self.publisher,
             self.redis,
             min_age=relay.REQUEST_PUBLISH_GRACE,
+            waiting_recheck_seconds=self.waiting_recheck_seconds,
         )
         try:
             await anyio.to_thread.run_sync(one_pass)

@@ -3,6 +3,7 @@ the docstring is the default message. HTTP statuses are mapped in ``api/error_ha
 
 ConveyorError
 ├── NotFound                  job_not_found, api_key_not_found
+│   └── SecretNotFound        a secret named in a request or a deployment does not exist
 ├── Conflict
 │   ├── IdempotencyConflict   same Idempotency-Key, different request
 │   └── InvalidTransition     e.g. cancel a finished job
@@ -16,6 +17,7 @@ ConveyorError
 ├── LeaseLost                 a worker's write was fenced off (another attempt owns the job)
 ├── JobCancelled              raised between units when cancel was requested
 └── JobFailed                 a job body gives up: carries code, message and optional where
+    ├── TimeLimitExceeded     the job ran past its run-time limit
     └── ImportFailed          (core.imports.failures) a CSV import gives up as a whole
 """
 
@@ -39,6 +41,12 @@ class NotFound(ConveyorError):
     """The resource does not exist or is not visible to you."""
 
     code = "not_found"
+
+
+class SecretNotFound(NotFound):
+    """The secret does not exist."""
+
+    code = "secret_not_found"
 
 
 class Conflict(ConveyorError):
@@ -128,3 +136,9 @@ class JobFailed(ConveyorError):
         super().__init__(message, where=where)
         if code is not None:
             self.code = code  # type: ignore[misc]
+
+
+class TimeLimitExceeded(JobFailed):
+    """The job ran past its time limit and was stopped."""
+
+    code = "time_limit_exceeded"

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-secret-change-me"
 DEV_FLOWER_PASSWORD = "conveyor"
+# A valid Fernet key for development only (refused in production): secrets stored with it
+# are as good as plain text.
+DEV_SECRETS_KEY = "ZGV2LXNlY3JldHMta2V5LWNoYW5nZS1tZS0xMjM0NTY="
 MIN_SECRET_LENGTH = 32
 
 
@@ -62,6 +65,35 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(default=2, ge=1)
 
+    # --- secrets and deployments ---
+    # Fernet keys, comma-separated, newest first: values are encrypted with the first and
+    # decrypted with any (rotation: put the new key first, `conveyor secrets rotate-key`,
+    # then drop the old one).
+    secrets_key: SecretStr = SecretStr(DEV_SECRETS_KEY)
+    # Server-side Ansible projects: a deployment's {"project": NAME} is a directory here.
+    projects_dir: Path = Path("var/projects")
+    # Where each run's private directory (key, variables, runner artifacts) lives while it
+    # runs; memory-backed by default so secrets never reach a disk. Empty: the system temp.
+    deploy_run_dir: Path | None = Path("/dev/shm/conveyor-runs")
+    # Running deployments across all workers; more wait queued (waiting_reason).
+    deploy_max_running: int = Field(default=2, ge=1)
+    # Defaults and operator maxima of a deployment's `limits` and `retry`.
+    deploy_timeout_seconds: int = Field(default=900, ge=1)
+    deploy_max_timeout_seconds: int = Field(default=3600, ge=1)
+    deploy_memory_mb: int = Field(default=1024, ge=64)
+    deploy_max_memory_mb: int = Field(default=4096, ge=64)
+    deploy_cpu_seconds: int = Field(default=600, ge=1)
+    deploy_max_cpu_seconds: int = Field(default=3600, ge=1)
+    deploy_retry_attempts: int = Field(default=3, ge=1)
+    deploy_max_retry_attempts: int = Field(default=10, ge=1)
+    deploy_retry_backoff_seconds: float = Field(default=5.0, ge=0)
+    deploy_max_retry_backoff_seconds: float = Field(default=300.0, ge=0)
+    # Cancel: SIGTERM to ansible-playbook, SIGKILL to its whole tree this much later.
+    deploy_kill_grace_seconds: float = Field(default=5.0, gt=0)
+    # A job held back by a limit is offered to a worker again this often, even when no
+    # finishing job woke it (its finisher crashed, a lease expired).
+    waiting_recheck_seconds: float = Field(default=10.0, gt=0)
+
     @model_validator(mode="after")
     def _reaper_within_bound(self) -> Settings:
         if self.lease_seconds + self.reaper_interval > self.reaper_bound_seconds:
@@ -84,6 +116,8 @@ class Settings(BaseSettings):
             problems.append("CONVEYOR_FLOWER_PASSWORD must not be the development default")
         if self.debug:
             problems.append("CONVEYOR_DEBUG must be off in production")
+        if DEV_SECRETS_KEY in self.secrets_key.get_secret_value():
+            problems.append("CONVEYOR_SECRETS_KEY must not contain the development key")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

@@ -17,9 +17,12 @@ from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
 from core.broker.task_names import REAPER_TASK, RELAY_TASK, route_for
+from core.deployments.limits import DeploymentAdmission
+from core.lifecycle.admission import Admission
 from core.logging import clear_context, configure_logging
 from core.settings import Settings, get_settings
 from jobs import diagnostics, periodic
+from jobs.deployments.run_deployment import run_deployment
 from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
 
@@ -29,7 +32,13 @@ JOB_BODIES: dict[str, JobBody] = {
     "noop": diagnostics.run_noop,
     "sleep": diagnostics.run_sleep,
     "import": run_import,
+    "deployment": run_deployment,
 }
+
+
+def job_admissions(settings: Settings) -> dict[str, Admission]:
+    """Kinds whose jobs may be held back by a limit before they claim a worker slot."""
+    return {"deployment": DeploymentAdmission(max_running=settings.deploy_max_running)}
 
 
 class Runtime:
@@ -81,9 +90,11 @@ class ConveyorCelery(Celery):  # type: ignore[misc]
         self._runtime = None
 
 
-def _register_job_task(app: ConveyorCelery, kind: str, body: JobBody) -> None:
+def _register_job_task(
+    app: ConveyorCelery, kind: str, body: JobBody, admission: Admission | None
+) -> None:
     def run(task: JobTask, job_id: str) -> None:
-        task.run_job(job_id, body)
+        task.run_job(job_id, body, admission)
 
     run.__name__ = f"run_{kind}"
     app.task(name=route_for(kind).task, base=JobTask, bind=True)(run)
@@ -116,8 +127,9 @@ def _register_periodic(app: ConveyorCelery, settings: Settings) -> None:
 
 def make_celery(settings: Settings) -> ConveyorCelery:
     app = ConveyorCelery(settings)
+    admissions = job_admissions(settings)
     for kind, body in JOB_BODIES.items():
-        _register_job_task(app, kind, body)
+        _register_job_task(app, kind, body, admissions.get(kind))
     _register_periodic(app, settings)
 
     def _logging(**_: Any) -> None:

@@ -18,6 +18,7 @@ from celery.exceptions import Reject
 from core import db
 from core.errors import ConveyorError, DatabaseUnavailable, JobCancelled, JobFailed, LeaseLost
 from core.lifecycle import commands
+from core.lifecycle.admission import Admission
 from core.lifecycle.states import JobStatus
 from core.logging import bind_job_context
 from core.settings import Settings
@@ -31,12 +32,12 @@ JobBody = Callable[[JobContext], dict[str, Any] | None]
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
 
-    def run_job(self, job_id: str, body: JobBody) -> None:
+    def run_job(self, job_id: str, body: JobBody, admission: Admission | None = None) -> None:
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.conf.conveyor_settings
         try:
             ctx = with_database_retry(
-                lambda: self._claim(uuid.UUID(job_id), sessions, settings),
+                lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
                 window=settings.lease_seconds * 4,
             )
         except DatabaseUnavailable:
@@ -62,6 +63,8 @@ class JobTask(Task):  # type: ignore[misc]
                     error_code=code,
                     error_message=message,
                 )
+                if admission is not None:
+                    admission.released(session, ctx.job_id)
 
         try:
             # Past the retry window DatabaseUnavailable propagates; the reaper takes over.
@@ -72,12 +75,20 @@ class JobTask(Task):  # type: ignore[misc]
         log.info("job.finished", status=status.value, error_code=code)
 
     def _claim(
-        self, job_id: uuid.UUID, sessions: db.Sessions, settings: Settings
+        self,
+        job_id: uuid.UUID,
+        sessions: db.Sessions,
+        settings: Settings,
+        admission: Admission | None,
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
         with db.transaction(sessions) as session:
             lease = commands.claim_job(
-                session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
+                session,
+                job_id=job_id,
+                owner=owner,
+                lease_seconds=settings.lease_seconds,
+                admission=admission,
             )
             if lease is None:
                 log.info("job.not_claimed", job_id=str(job_id))

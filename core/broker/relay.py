@@ -12,7 +12,7 @@ import structlog
 from core import db
 from core.broker.epoch import check_broker_epoch
 from core.broker.publisher import JobPublisher
-from core.lifecycle import outbox
+from core.lifecycle import admission, outbox
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,7 @@ def relay_pass(
     redis_client: redis.Redis,
     *,
     min_age: float = 0.0,
+    waiting_recheck_seconds: float = 10.0,
 ) -> dict[str, Any]:
     """One pass of the relay (beat task and API loop alike): notice a Redis that lost its
     messages (see core.broker.epoch), then publish the outbox. While Redis is unreachable or
@@ -57,6 +58,8 @@ def relay_pass(
     requeued = check_broker_epoch(redis_client, publisher.breaker, sessions)
     if requeued is None:
         return {"published": 0, "pending": None, "broker": "unavailable"}
+    with db.transaction(sessions) as session:
+        admission.recheck_waiting(session, older_than=waiting_recheck_seconds)
     # Jobs a lost Redis took away are published at once, grace or not.
     relayed = relay_undispatched(sessions, publisher, min_age=0.0 if requeued else min_age)
     return {**relayed, "requeued_after_broker_reset": requeued}

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.api_keys import Principal
 from core.errors import IdempotencyConflict, InvalidRequest, InvalidTransition, LeaseLost
+from core.lifecycle.admission import Admission, hold
 from core.lifecycle.clock import in_seconds, now
 from core.lifecycle.events import add_event
 from core.lifecycle.idempotency import request_fingerprint
@@ -88,13 +89,24 @@ def submit_job(
 
 
 def claim_job(
-    session: Session, *, job_id: uuid.UUID, owner: str, lease_seconds: float
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    owner: str,
+    lease_seconds: float,
+    admission: Admission | None = None,
 ) -> Lease | None:
     """Take the job for one attempt. Exactly one concurrent delivery wins; the rest get None.
 
     Claimable: queued, or running with an expired lease (its worker died). ``attempt`` is
-    counted here, so a crash still uses up an attempt.
+    counted here, so a crash still uses up an attempt. A kind with an ``admission`` may
+    refuse first: the job then stays queued with its waiting_reason (core.lifecycle.admission).
     """
+    if admission is not None:
+        refusal = admission.refuse(session, job_id)
+        if refusal is not None:
+            hold(session, job_id=job_id, refusal=refusal)
+            return None
     claimable = sa.or_(
         Job.status == JobStatus.queued.value,
         sa.and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now()),
@@ -110,6 +122,7 @@ def claim_job(
             lease_expires_at=in_seconds(lease_seconds),
             started_at=sa.func.coalesce(Job.started_at, now()),
             dispatched_at=sa.func.coalesce(Job.dispatched_at, now()),
+            waiting_reason=None,
             updated_at=now(),
         )
         .returning(Job)

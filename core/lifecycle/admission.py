@@ -1,0 +1,100 @@
+"""Holding a queued job back on purpose (a limit is reached) without holding a worker slot.
+
+A job kind may have an ``Admission``. The claim asks it first, in the claim's transaction:
+if it refuses, the job is not claimed, stays ``queued`` with a ``waiting_reason``, and the
+delivery is acknowledged, so the worker's slot is free at once. The job is offered again
+when its kind releases something (``Admission.released``, called in the finishing
+transaction of a job of that kind: it puts waiting jobs back in the outbox) and, as a safety
+net for a finisher that crashed or a lease that expired, by every relay pass once it has
+waited ``waiting_recheck_seconds``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from core.lifecycle.clock import in_seconds, now
+from core.lifecycle.events import add_event
+from core.lifecycle.states import JobStatus
+from core.models import Job, JobEvent
+
+WAITING_EVENT = "waiting"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a job cannot start now: ``reason`` goes to ``jobs.waiting_reason``; ``detail``
+    (e.g. the blocking job's id) to the job's ``waiting`` event."""
+
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Admission(Protocol):
+    def refuse(self, session: Session, job_id: uuid.UUID) -> Refusal | None:
+        """In the claim's transaction, before the claim: None lets the job start."""
+
+    def released(self, session: Session, job_id: uuid.UUID) -> None:
+        """In the transaction that finishes ``job_id``: wake whatever it held back."""
+
+
+def hold(session: Session, *, job_id: uuid.UUID, refusal: Refusal) -> bool:
+    """Mark a queued job as waiting; a ``waiting`` event is added when the reason or its
+    detail changed (not on every recheck). False when the job is not queued any more."""
+    row = session.execute(
+        sa.update(Job)
+        .execution_options(synchronize_session=False)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .values(waiting_reason=refusal.reason, updated_at=now())
+        .returning(Job.attempt)
+    ).first()
+    if row is None:
+        return False
+    data = {"reason": refusal.reason, **refusal.detail}
+    last = session.scalar(
+        sa.select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.type == WAITING_EVENT)
+        .order_by(JobEvent.id.desc())
+        .limit(1)
+    )
+    if last != data:
+        add_event(session, job_id, WAITING_EVENT, row.attempt, **data)
+    return True
+
+
+def wake(session: Session, *, kind: str) -> int:
+    """Put the waiting jobs of ``kind`` back in the outbox, to be offered again."""
+    result = session.execute(
+        sa.update(Job)
+        .execution_options(synchronize_session=False)
+        .where(
+            Job.kind == kind,
+            Job.status == JobStatus.queued.value,
+            Job.waiting_reason.is_not(None),
+            Job.dispatched_at.is_not(None),
+        )
+        .values(dispatched_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def recheck_waiting(session: Session, *, older_than: float) -> int:
+    """Put back in the outbox every job that has waited ``older_than`` seconds since it was
+    last refused (the relay's safety net)."""
+    result = session.execute(
+        sa.update(Job)
+        .execution_options(synchronize_session=False)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.waiting_reason.is_not(None),
+            Job.dispatched_at.is_not(None),
+            Job.updated_at < in_seconds(-older_than),
+        )
+        .values(dispatched_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
