@@ -16,9 +16,10 @@ from fastapi import FastAPI
 
 from api import error_handlers
 from api.dispatcher import Dispatcher
+from api.log_notifier import LogNotifier
 from api.middleware import RequestContextMiddleware
 from api.relay_loop import RelayLoop
-from api.routes import api_keys, health, imports, jobs, metrics
+from api.routes import api_keys, deployments, health, imports, job_logs, jobs, metrics, secrets
 from core import db
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
@@ -60,6 +61,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis_client
     app.state.dispatcher = Dispatcher(sessions, publisher)
     app.state.metrics = build_registry(sessions, breaker, redis_client)
+    app.state.log_notifier = LogNotifier(
+        settings.libpq_url, connect_timeout=settings.database_connect_timeout
+    )
     relay = RelayLoop(
         sessions=sessions,
         job_publisher=publisher,
@@ -74,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await relay.stop()
+        await app.state.log_notifier.close()
         app.state.dispatcher.close()
         publisher.close()
         redis_client.close()
@@ -94,5 +99,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for router in (health.router, metrics.router, jobs.router, api_keys.router):
         app.include_router(router)
-    app.include_router(imports.router)
+    for router in (imports.router, deployments.router, job_logs.router, secrets.router):
+        app.include_router(router)
     return app

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
-from cli import db_admin, import_client
+from cli import db_admin, deploy_client, import_client, secrets
 from cli.launch import (
     POOLS,
     LaunchError,
@@ -34,6 +33,7 @@ from cli.launch import (
     python_module,
     worker_argv,
 )
+from cli.sessions import open_sessions
 from cli.supervisor import ChildSpec, Supervisor
 from core import api_keys, db
 from core.broker.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
@@ -91,17 +91,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- API keys ------------------------------------------------------------------------------
-
-
-@contextmanager
-def open_sessions(settings: Settings) -> Iterator[db.Sessions]:
-    engine = db.make_engine(
-        settings.sqlalchemy_url, connect_timeout=settings.database_connect_timeout, pool_size=1
-    )
-    try:
-        yield db.make_sessionmaker(engine)
-    finally:
-        engine.dispose()
 
 
 def pepper(settings: Settings) -> str:
@@ -272,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_commands(sub)
     _add_admin_commands(sub)
     import_client.add_parser(sub)
+    deploy_client.add_parser(sub)
+    secrets.add_parser(sub)
     return parser
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-secret-change-me"
@@ -14,6 +15,7 @@ DEV_FLOWER_PASSWORD = "conveyor"
 # A valid Fernet key for development only (refused in production): secrets stored with it
 # are as good as plain text.
 DEV_SECRETS_KEY = "ZGV2LXNlY3JldHMta2V5LWNoYW5nZS1tZS0xMjM0NTY="
+FERNET_KEY_BYTES = 32
 MIN_SECRET_LENGTH = 32
 
 
@@ -93,6 +95,25 @@ class Settings(BaseSettings):
     # A job held back by a limit is offered to a worker again this often, even when no
     # finishing job woke it (its finisher crashed, a lease expired).
     waiting_recheck_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        for key in keys:
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except ValueError:
+                raw = b""
+            if len(raw) != FERNET_KEY_BYTES:
+                raise ValueError(
+                    "each comma-separated key must be 32 url-safe base64-encoded bytes, e.g. "
+                    "from `python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'`"
+                )
+        if not keys:
+            raise ValueError("at least one key is needed")
+        return value
 
     @model_validator(mode="after")
     def _reaper_within_bound(self) -> Settings:

@@ -84,6 +84,10 @@ class JobOut(BaseModel):
     progress: JobProgress
     attempt: int
     cancel_requested: bool
+    waiting_reason: str | None = Field(
+        description="Why a queued job has not started (e.g. concurrency_limit, target_busy: "
+        "the job's `waiting` event names what it waits for)."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -106,6 +110,7 @@ class JobOut(BaseModel):
             ),
             attempt=job.attempt,
             cancel_requested=job.cancel_requested,
+            waiting_reason=job.waiting_reason if status is JobStatus.queued else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
