@@ -3,6 +3,7 @@ work together with its progress and checkpoint, fenced by the lease."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from core import db
 from core.errors import DatabaseUnavailable, JobCancelled
 from core.lifecycle import commands
+from core.lifecycle.heartbeat import StopReason, StopSignal
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -65,7 +67,28 @@ class JobContext:
     settings: Settings
     # The result so far; reported if the job is cancelled or fails part-way.
     result: dict[str, Any] | None = None
+    stop: StopSignal = field(default_factory=StopSignal)
     _db_retry_delays: tuple[float, ...] = field(default=DB_RETRY_DELAYS, repr=False)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the body should stop; for long units that poll (a process to cancel)."""
+        return self.stop.event
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.stop.reason
+
+    def raise_if_stopped(self) -> None:
+        """Raise JobCancelled, LeaseLost or TimeLimitExceeded if the body must stop."""
+        error = self.stop.error()
+        if error is not None:
+            raise error
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, but stop (raise) as soon as the stop signal is raised."""
+        self.stop.event.wait(seconds)
+        self.raise_if_stopped()
 
     def commit_unit(self, work: Callable[[Session], Progress]) -> None:
         """Run ``work`` and record its progress in one transaction, renewing the lease.

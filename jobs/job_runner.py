@@ -19,6 +19,7 @@ from core import db
 from core.errors import ConveyorError, DatabaseUnavailable, JobCancelled, JobFailed, LeaseLost
 from core.lifecycle import commands
 from core.lifecycle.admission import Admission
+from core.lifecycle.heartbeat import Heartbeat
 from core.lifecycle.states import JobStatus
 from core.logging import bind_job_context
 from core.settings import Settings
@@ -48,7 +49,13 @@ class JobTask(Task):  # type: ignore[misc]
         if ctx is None:
             return
         log.info("job.started", kind=ctx.kind)
-        outcome = _run_body(ctx, body)
+        heartbeat = Heartbeat(
+            sessions, ctx.lease, lease_seconds=settings.lease_seconds, signal=ctx.stop
+        ).start()
+        try:
+            outcome = _run_body(ctx, body)
+        finally:
+            heartbeat.stop()
         if outcome is None:
             return
         status, result, code, message = outcome
@@ -114,7 +121,13 @@ Outcome = tuple[JobStatus, dict[str, Any] | None, str | None, str | None]
 def _run_body(ctx: JobContext, body: JobBody) -> Outcome | None:
     """Run the body and sort what happened; None means this attempt must not write."""
     try:
-        result = body(ctx)
+        try:
+            result = body(ctx)
+        except Exception as error:
+            stopped = ctx.stop.error()
+            if stopped is not None and not isinstance(error, ConveyorError):
+                raise stopped from error
+            raise
     except JobCancelled:
         return JobStatus.cancelled, ctx.result, None, None
     except LeaseLost:

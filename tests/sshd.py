@@ -28,8 +28,10 @@ def _keygen(path: Path) -> None:
 class Sshd:
     """``start()`` then use ``port``, ``user`` and ``client_key`` (the private key's text)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.dir = directory
+        # Several loopback addresses give several distinct targets (host:port) on one sshd.
+        self.addresses = addresses
         self.port = free_port()
         self.user = getpass.getuser()
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,7 +58,7 @@ class Sshd:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    *(f"ListenAddress {address}" for address in self.addresses),
                     f"HostKey {self.dir / 'host_key'}",
                     f"AuthorizedKeysFile {authorized}",
                     f"PidFile {self.dir / 'sshd.pid'}",
@@ -89,7 +91,7 @@ class Sshd:
             raise RuntimeError(f"sshd exited: {self.log_path.read_text(errors='replace')}")
         with socket.socket() as sock:
             sock.settimeout(0.2)
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+            return sock.connect_ex((self.addresses[0], self.port)) == 0
 
     def stop(self) -> None:
         if self.process is None:

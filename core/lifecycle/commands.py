@@ -244,6 +244,21 @@ def save_progress(
     return bool(cancel)
 
 
+def renew_lease(session: Session, *, lease: Lease, lease_seconds: float) -> bool:
+    """Extend the lease (heartbeat); returns whether cancel was requested. LeaseLost when
+    another attempt owns the job."""
+    cancel = session.scalar(
+        sa.update(Job)
+        .execution_options(synchronize_session=False)
+        .where(*_fenced(lease))
+        .values(lease_expires_at=in_seconds(lease_seconds))
+        .returning(Job.cancel_requested)
+    )
+    if cancel is None:
+        raise LeaseLost()
+    return bool(cancel)
+
+
 def finish_job(
     session: Session,
     *,

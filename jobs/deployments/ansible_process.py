@@ -37,6 +37,8 @@ MARKER_ENV = "CONVEYOR_DEPLOYMENT_JOB"
 # How often runner polls the cancel callback (and so how soon a cancel is seen).
 CANCEL_POLL_SECONDS = 0.25
 VENV_BIN = Path(sys.executable).parent
+SOCKET_PATH_MAX = 108
+CONTROL_NAME_CHARS = 12  # "/" + Ansible's 10-character hash + NUL
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,18 @@ def _shim(run: PlaybookRun, status_file: Path) -> Path:
     return path
 
 
+def _ssh_args(work: Path) -> str:
+    args = f"-o UserKnownHostsFile={work / 'known_hosts'} -o ServerAliveInterval=15"
+    # One ssh connection per host for the whole run, through a socket in the run's directory;
+    # a socket path must fit in sun_path (108 bytes), so a deep run directory goes without.
+    if len(str(work / "cp")) + CONTROL_NAME_CHARS < SOCKET_PATH_MAX:
+        args += " -o ControlMaster=auto -o ControlPersist=60s"
+    return args
+
+
 def _environment(run: PlaybookRun) -> dict[str, str]:
     work = run.work_dir
-    ssh_args = (
-        f"-o UserKnownHostsFile={work / 'known_hosts'} -o ControlMaster=auto "
-        "-o ControlPersist=60s -o ServerAliveInterval=15"
-    )
+    ssh_args = _ssh_args(work)
     return {
         "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(work / "home"),

@@ -17,6 +17,12 @@ branch_labels = None
 depends_on = None
 
 
+def _now(name: str) -> sa.Column[object]:
+    return sa.Column(
+        name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+    )
+
+
 def upgrade() -> None:
     # Also added by the job-runtime migration; whichever runs first creates it.
     op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS waiting_reason text")
@@ -26,10 +32,16 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("ciphertext", sa.Text(), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_secrets")),
     )
@@ -51,7 +63,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("job_id", sa.Uuid(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.Column("event", sa.Text(), nullable=False),
         sa.Column("host", sa.Text(), nullable=True),
         sa.Column("task", sa.Text(), nullable=True),
