@@ -74,14 +74,10 @@ class GitServer:
             return False
         return password == self.token
 
-    def _app(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not self._authorized(environ):
             self.refused += 1
-            start_response(
-                "401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')]
-            )
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')])
             return [b"token required\n"]
         self.served += 1
         length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -8,17 +8,18 @@ whole module; each case uses its own target files and job ids.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from cli.deploy_client import sse_events
+from tests.conftest import settings_env
 from tests.e2e.deploy_support import (
+    SSH_KEY_SECRET,
     DeployPlatform,
     deploy_settings,
     processes_of,
@@ -26,6 +27,7 @@ from tests.e2e.deploy_support import (
     target,
     wait_for,
 )
+from tests.services import VENV_BIN, free_port
 from tests.sshd import Sshd
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +49,9 @@ def deploy(database_url, session_redis, engine, sshd, tmp_path_factory) -> Itera
     yield from running_deploy_platform(settings, engine, tmp / "logs", sshd)
 
 
-def _stream(client: httpx.Client, job_id: str, *, last_event_id: str | None, stop_after: int | None):
+def _stream(
+    client: httpx.Client, job_id: str, *, last_event_id: str | None, stop_after: int | None
+):
     """(events seen, ended) reading the SSE stream; stops (disconnects) after ``stop_after``
     log events."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
@@ -97,3 +101,173 @@ def test_playbook_creates_file_and_stream_resumes_without_gaps(deploy, tmp_path)
     assert "runner_on_ok" in ansible_events
     assert any("wrote " + str(dest) in line["line"] for line in stored)
     assert processes_of(job_id) == []
+
+
+def test_failing_task_fails_without_retry_and_cli_exits_1(deploy):
+    """Through ``conveyor deploy --follow``: the log streams to stdout, the exit code is the
+    job's outcome, and a failed task is not retried (the default policy)."""
+    sshd = deploy.sshd
+    argv = [
+        str(VENV_BIN / "conveyor"),
+        "deploy",
+        "--project",
+        "demo",
+        "--playbook",
+        "fail.yml",
+        "--target",
+        f"web={sshd.user}@127.0.0.1:{sshd.port}",
+        "--ssh-key-ref",
+        SSH_KEY_SECRET,
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "--follow",
+    ]
+    env = {
+        **settings_env(deploy.settings),
+        "CONVEYOR_API_URL": deploy.platform.api_url or "",
+        "CONVEYOR_API_KEY": deploy.client.headers["Authorization"].removeprefix("Bearer "),
+    }
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "TASK [this task fails]" in done.stdout
+    assert "Deployment failed. deployment_failed" in done.stdout
+    job_id = done.stdout.split("Deployment job ", 1)[1].split()[0]
+
+    job = deploy.job(job_id)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "deployment_failed"
+    assert "web" in job["error"]["message"]
+    assert job["result"]["recap"]["web"]["failed"] == 1
+    runs = deploy.events(job_id, "deployment_run")
+    assert [run["data"]["outcome"] for run in runs] == ["failed"]
+    assert runs[0]["data"]["retry_in"] is None
+    assert job["attempt"] == 1
+
+
+def test_unreachable_target_is_retried_with_backoff_then_fails(deploy):
+    dead = target(deploy.sshd, name="gone") | {"port": free_port()}
+    body = deploy.body("touch.yml", [dead], extra_vars={"dest": "/nonexistent"})
+    body["retry"] = {"max_attempts": 3, "backoff_seconds": 1}
+    started = time.monotonic()
+    job = deploy.wait(deploy.submit(body))
+    elapsed = time.monotonic() - started
+
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "host_unreachable"
+    runs = [event["data"] for event in deploy.events(job["id"], "deployment_run")]
+    assert [run["outcome"] for run in runs] == ["unreachable"] * 3
+    delays = [run["retry_in"] for run in runs]
+    assert delays[2] is None
+    # Exponential with jitter: run n waits between half and all of backoff * 2^(n-1).
+    assert 0.5 <= delays[0] <= 1.0
+    assert 1.0 <= delays[1] <= 2.0
+    assert elapsed >= delays[0] + delays[1]
+    assert job["result"]["recap"]["gone"]["unreachable"] == 1
+
+
+def test_cancel_kills_the_ansible_process_tree_and_frees_the_target(deploy, tmp_path):
+    host = target(deploy.sshd, "127.0.0.2")
+    record = tmp_path / "long"
+    job_id = deploy.submit(
+        deploy.body("window.yml", [host], extra_vars={"seconds": 60, "record": str(record)})
+    )
+    wait_for(lambda: Path(f"{record}.start").exists(), timeout=60, message="the task started")
+    assert processes_of(job_id), "no ansible process found while the task runs"
+
+    response = deploy.client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202, response.text
+    cancelled_at = time.monotonic()
+    job = deploy.wait(job_id, timeout=30)
+    assert job["status"] == "cancelled", job
+    assert time.monotonic() - cancelled_at < 15
+    assert processes_of(job_id) == []
+    assert not Path(f"{record}.end").exists()
+
+    # The target's lock went with the job: the next deployment to it runs at once.
+    dest = tmp_path / "after-cancel.txt"
+    after = deploy.wait(
+        deploy.submit(deploy.body("touch.yml", [host], extra_vars={"dest": str(dest)}))
+    )
+    assert after["status"] == "succeeded", after
+    assert dest.exists()
+
+
+def test_memory_limit_exceeded_fails_the_job(deploy):
+    body = deploy.body("hog.yml", [target(deploy.sshd, "127.0.0.3")])
+    body["limits"] = {"memory_mb": 256}
+    job = deploy.wait(deploy.submit(body))
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "resource_limit_exceeded"
+    assert "256 MB" in job["error"]["message"]
+    runs = deploy.events(job["id"], "deployment_run")
+    assert [run["data"]["outcome"] for run in runs] == ["resource_limit_exceeded"]
+    assert processes_of(job["id"]) == []
+
+
+def _intervals(records: list[Path]) -> list[tuple[float, float]]:
+    spans = []
+    for record in records:
+        start = float(Path(f"{record}.start").read_text().split()[0])
+        end = float(Path(f"{record}.end").read_text())
+        spans.append((start, end))
+    return spans
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    points = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in points:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_global_cap_and_target_lock(deploy, tmp_path):
+    """Cap 2: the third deployment to a third host waits (concurrency_limit, naming a
+    running job) and starts by itself; two deployments to one host never overlap."""
+    records = [tmp_path / f"cap-{n}" for n in range(3)]
+    jobs = [
+        deploy.submit(
+            deploy.body(
+                "window.yml",
+                [target(deploy.sshd, address)],
+                extra_vars={"seconds": 4, "record": str(record)},
+            )
+        )
+        for address, record in zip(ADDRESSES, records, strict=True)
+    ]
+    waiting = wait_for(
+        lambda: [deploy.job(j) for j in jobs if deploy.job(j)["waiting_reason"]],
+        timeout=60,
+        message="a deployment waiting for the cap",
+    )
+    assert waiting[0]["waiting_reason"] == "concurrency_limit"
+    reason = deploy.events(waiting[0]["id"], "waiting")[0]["data"]
+    assert reason["reason"] == "concurrency_limit"
+    assert reason["blocking_job_id"] in jobs
+    assert all(deploy.wait(j)["status"] == "succeeded" for j in jobs)
+    assert _max_overlap(_intervals(records)) == 2
+
+    one_host = target(deploy.sshd, "127.0.0.1")
+    same = [tmp_path / "same-a", tmp_path / "same-b"]
+    first = deploy.submit(
+        deploy.body("window.yml", [one_host], extra_vars={"seconds": 3, "record": str(same[0])})
+    )
+    wait_for(lambda: deploy.job(first)["status"] == "running", timeout=30, message="first runs")
+    second = deploy.submit(
+        deploy.body("window.yml", [one_host], extra_vars={"seconds": 3, "record": str(same[1])})
+    )
+    blocked = wait_for(
+        lambda: deploy.job(second)["waiting_reason"] and deploy.job(second),
+        timeout=30,
+        message="second waits for the target",
+    )
+    assert blocked["waiting_reason"] == "target_busy"
+    detail = deploy.events(second, "waiting")[0]["data"]
+    assert detail == {
+        "reason": "target_busy",
+        "target": f"127.0.0.1:{deploy.sshd.port}",
+        "blocking_job_id": first,
+    }
+    assert deploy.wait(first)["status"] == deploy.wait(second)["status"] == "succeeded"
+    assert _max_overlap(_intervals(same)) == 1
