@@ -8,6 +8,7 @@ whole module; each case uses its own target files and job ids.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from tests.e2e.deploy_support import (
     target,
     wait_for,
 )
+from tests.git_server import GitServer
 from tests.services import VENV_BIN, free_port
 from tests.sshd import Sshd
 
@@ -271,3 +273,96 @@ def test_global_cap_and_target_lock(deploy, tmp_path):
     }
     assert deploy.wait(first)["status"] == deploy.wait(second)["status"] == "succeeded"
     assert _max_overlap(_intervals(same)) == 1
+
+
+GIT_TOKEN = "ghp_" + secrets.token_hex(16)
+LEAK_PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: print the password
+      ansible.builtin.debug:
+        msg: "the password is {{ db_password }}"
+    - name: print the private key
+      ansible.builtin.debug:
+        msg: "{{ lookup('file', ansible_ssh_private_key_file) }}"
+    - name: "a task named after {{ db_password }}"
+      ansible.builtin.command: echo "{{ db_password }}"
+      changed_when: false
+"""
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    server = GitServer(tmp_path_factory.mktemp("git"), token=GIT_TOKEN).start()
+    yield server
+    server.stop()
+
+
+def _monitor_redis(url: str, out: Path) -> subprocess.Popen[bytes]:
+    """Everything sent to Redis (Celery messages included) while the test runs."""
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.split(":")
+    monitor = subprocess.Popen(
+        ["redis-cli", "-h", host, "-p", port, "monitor"],
+        stdout=out.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: out.stat().st_size > 0, timeout=10, message="redis MONITOR started")
+    return monitor
+
+
+def _pg_dump(database_url: str) -> str:
+    done = subprocess.run(["pg_dump", database_url], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_secrets_never_leak(deploy, git_server, database_url, tmp_path):
+    password = "pw-" + secrets.token_hex(12)
+    key_lines = [line for line in deploy.sshd.client_key.splitlines() if len(line) >= 20]
+    for name, value in (("git-token", GIT_TOKEN), ("app-vars", {"db_password": password})):
+        stored = deploy.client.put(f"/v1/secrets/{name}", json={"value": value})
+        assert stored.status_code == 200, stored.text
+    url = git_server.add_repo("leaky", {"leak.yml": LEAK_PLAYBOOK})
+    monitor = _monitor_redis(deploy.settings.redis_url, tmp_path / "redis-monitor.txt")
+    try:
+        body = deploy.body(
+            "leak.yml",
+            [target(deploy.sshd, name="leaky")],
+            source={"git": {"url": url, "ref": "main"}},
+            github_token_ref="git-token",
+            secrets_ref="app-vars",
+        )
+        job = deploy.wait(deploy.submit(body))
+    finally:
+        monitor.terminate()
+        monitor.wait(10)
+    assert job["status"] == "succeeded", job
+    assert git_server.served > 0
+
+    logs = deploy.logs(job["id"])
+    printed = [line["line"] for line in logs if line["event"] == "runner_on_ok"]
+    assert any("the password is ********" in line for line in printed)
+    assert any("a task named after ********" in (line["task"] or "") for line in logs)
+    assert job["params"]["secrets_ref"] == "app-vars"
+
+    secret_values = [GIT_TOKEN, password, *key_lines]
+    places = {
+        "logs": json.dumps(logs),
+        "events": json.dumps(deploy.events(job["id"])),
+        "job": json.dumps(deploy.job(job["id"])),
+        "secrets list": deploy.client.get("/v1/secrets").text,
+        "celery messages (redis MONITOR)": (tmp_path / "redis-monitor.txt").read_text(
+            errors="replace"
+        ),
+        "pg_dump": _pg_dump(database_url),
+        **{f"{process.name} log": process.output() for process in deploy.platform.processes},
+    }
+    assert "conveyor.jobs.deployment" in places["celery messages (redis MONITOR)"]
+    for place, text in places.items():
+        for value in secret_values:
+            assert value not in text, f"a secret value was found in the {place}"
+    run_root = deploy.settings.deploy_run_dir
+    assert run_root is not None
+    assert list(run_root.iterdir()) == [], "files left in the run directory"
+    assert processes_of(job["id"]) == []
