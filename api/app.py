@@ -3,7 +3,8 @@
 Nothing is built at import. ``create_app`` wires routes, middleware and error handlers; the
 lifespan builds the process's engine, breaker, publisher and Redis client on ``app.state``
 (none of them connects eagerly, so the API starts even while Redis or PostgreSQL is down),
-runs the outbox relay loop, and tears everything down on shutdown.
+runs the recovery loop (relay, reaper, lost messages), and tears everything down on
+shutdown.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from api import error_handlers
 from api.dispatcher import Dispatcher
 from api.log_notifier import LogNotifier
 from api.middleware import RequestContextMiddleware
-from api.relay_loop import RelayLoop
 from api.routes import api_keys, deployments, health, imports, job_logs, jobs, metrics, secrets
 from core import db
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
+from core.lifecycle.recovery import RecoveryLoop
 from core.logging import configure_logging
 from core.metrics import build_registry
 from core.settings import Settings, get_settings
@@ -45,11 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Sync endpoints run on anyio's 40-thread pool; a pool smaller than that makes
     # SQLAlchemy open and close overflow connections on every burst (measured: most of the
     # API's CPU went to connection setup under 8 concurrent clients).
-    engine = db.make_engine(
-        settings.sqlalchemy_url,
-        connect_timeout=settings.database_connect_timeout,
-        pool_size=API_DB_POOL_SIZE,
-    )
+    engine = db.make_engine(settings, pool_size=API_DB_POOL_SIZE)
     sessions = db.make_sessionmaker(engine)
     breaker = RedisBreaker.from_settings(settings)
     publisher = JobPublisher.from_settings(settings, breaker)
@@ -64,20 +62,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.log_notifier = LogNotifier(
         settings.libpq_url, connect_timeout=settings.database_connect_timeout
     )
-    relay = RelayLoop(
-        sessions=sessions,
-        job_publisher=publisher,
-        redis_client=redis_client,
-        breaker=breaker,
-        interval=settings.relay_interval,
-        open_backoff=settings.breaker_reset_timeout,
-        waiting_recheck_seconds=settings.waiting_recheck_seconds,
-    )
-    relay.start()
+    # Relay, reaper and lost-message check on their own thread: every API process recovers
+    # the platform's jobs as every worker does, so no beat and no single process is needed.
+    recovery = RecoveryLoop(
+        settings, sessions=sessions, publisher=publisher, redis_client=redis_client
+    ).start()
     try:
         yield
     finally:
-        await relay.stop()
+        await anyio.to_thread.run_sync(recovery.stop)
         await app.state.log_notifier.close()
         app.state.dispatcher.close()
         publisher.close()

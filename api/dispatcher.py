@@ -9,7 +9,6 @@ only hands the job id over; if the process dies first, the outbox relay publishe
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from core import db
@@ -26,17 +25,12 @@ class Dispatcher:
         self._pending = 0
         self._lock = threading.Lock()
 
-    def dispatch(self, *, kind: str, job_id: uuid.UUID, request_id: str | None) -> None:
+    def dispatch(self, message: job_publisher.JobMessage) -> None:
         """Publish soon, never raising: dispatch_now leaves failures to the relay."""
         with self._lock:
             self._pending += 1
         future = self._pool.submit(
-            job_publisher.dispatch_now,
-            self._sessions,
-            self._publisher,
-            kind=kind,
-            job_id=job_id,
-            request_id=request_id,
+            job_publisher.dispatch_now, self._sessions, self._publisher, message
         )
         future.add_done_callback(self._done)
 

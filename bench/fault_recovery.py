@@ -1,4 +1,4 @@
-"""Fault recovery, measured on real processes (uvicorn API, 2 prefork workers, beat) and a
+"""Fault recovery, measured on real processes (uvicorn API, 2 prefork workers, no beat) and a
 private redis-server that is really stopped, frozen and restarted:
 
 1. submit latency (POST /v1/jobs -> 202) with Redis up, stopped, and frozen (SIGSTOP);
@@ -125,7 +125,7 @@ class Bench:
         print(
             f"Redis back (empty) -> all {len(job_ids)} jobs submitted while it was down "
             f"succeeded: {seen['drained']:5.2f} s  (the API's breaker closed after "
-            f"{seen['closed']:5.2f} s; the beat relay in the workers did not wait for it)",
+            f"{seen['closed']:5.2f} s; the relay in the workers did not wait for it)",
             flush=True,
         )
 
@@ -238,10 +238,10 @@ def run(
     )
     print(
         f"load: {args.jobs} noop submits at {args.rate:g}/s over {CLIENTS} HTTP clients; "
-        "1 API process, 2 workers (prefork, concurrency 2), beat; Redis on a private port",
+        "1 API process, 2 workers (prefork, concurrency 2), no beat; Redis on a private port",
         flush=True,
     )
-    engine = db.make_engine(settings.sqlalchemy_url)
+    engine = db.make_engine(settings)
     sessions = db.make_sessionmaker(engine)
     key = services.new_api_key(sessions, settings, name="bench")
     bench = Bench(settings, sessions, redis, args)
@@ -254,7 +254,6 @@ def run(
                 submit_steadily(client, count=50, rate=args.rate)  # warm-up, not measured
                 bench.redis_up(client, "submit, Redis up, no worker running")
                 workers = [platform.start_worker(queues="default", concurrency=2) for _ in range(2)]
-                platform.start_beat()
                 bench.drain()
                 bench.redis_up(client, "submit, Redis up, workers running them")
                 bench.drain()

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
         storage_dir=tmp / "storage",
         import_batch_rows=args.batch_rows,
     )
-    engine = db.make_engine(settings.sqlalchemy_url)
+    engine = db.make_engine(settings)
     sessions = db.make_sessionmaker(engine)
     key = services.new_api_key(sessions, settings, name="bench")
     print(f"generating {args.rows:,} and {args.small_rows:,}-row CSVs ...", flush=True)

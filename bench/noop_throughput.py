@@ -140,7 +140,7 @@ def main() -> None:
             settings = Settings(
                 env="test", database_url=url, redis_url=redis_url, storage_dir=Path(tmp) / "storage"
             )
-            engine = db.make_engine(settings.sqlalchemy_url)
+            engine = db.make_engine(settings)
             sessions = db.make_sessionmaker(engine)
             platform_s = platform_run(
                 settings, sessions, args.jobs, args.clients, args.workers, Path(tmp)

@@ -1,5 +1,5 @@
 """Command lines of the processes ``conveyor`` becomes: uvicorn for the API, Celery for the
-worker, beat and Flower. They name the API factory and the Celery app by module path only, so
+worker and Flower. They name the API factory and the Celery app by module path only, so
 core never imports api or jobs."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NoReturn
 
 import structlog
@@ -95,16 +94,6 @@ def worker_argv(
     if hostname:
         argv += ["-n", hostname]
     return argv
-
-
-def default_beat_schedule(settings: Settings) -> Path:
-    return settings.storage_dir.parent / "celerybeat-schedule"
-
-
-def beat_argv(settings: Settings, *, schedule: Path) -> list[str]:
-    return python_module(
-        "celery", "-A", CELERY_APP, "beat", "-s", str(schedule), "-l", log_level(settings)
-    )
 
 
 def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:

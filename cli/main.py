@@ -1,4 +1,4 @@
-"""The ``conveyor`` command: API, workers, beat, Flower, migrations, API keys, and ``run``.
+"""The ``conveyor`` command: API, workers, Flower, migrations, API keys, and ``run``.
 
 Only ``core`` is imported here. The API and the Celery app are started by module path in a
 fresh interpreter (``os.execve``, see cli.launch), which keeps the import contract (core
@@ -13,12 +13,12 @@ import sys
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC
-from pathlib import Path
 
 import alembic.util
 import psycopg
 import structlog
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
 from cli import db_admin, deploy_client, import_client, secrets
@@ -26,9 +26,7 @@ from cli.launch import (
     POOLS,
     LaunchError,
     api_argv,
-    beat_argv,
     become,
-    default_beat_schedule,
     flower_command,
     python_module,
     worker_argv,
@@ -69,12 +67,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         pool=args.pool,
     )
     become("worker", argv)
-
-
-def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
-    schedule = Path(args.schedule) if args.schedule else default_beat_schedule(settings)
-    schedule.parent.mkdir(parents=True, exist_ok=True)
-    become("beat", beat_argv(settings, schedule=schedule))
 
 
 def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,7 +149,6 @@ def run_children(settings: Settings) -> list[ChildSpec]:
             "worker-deployments",
             conveyor("worker", "-Q", DEPLOYMENTS_QUEUE, "-c", "1", "-n", "deployments@%h"),
         ),
-        ChildSpec("beat", conveyor("beat")),
         ChildSpec("flower", conveyor("flower")),
     ]
 
@@ -219,10 +210,6 @@ def _add_process_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     worker.add_argument("-n", "--hostname", help="node name, e.g. imports@%%h")
     worker.add_argument("-P", "--pool", choices=POOLS, default="prefork")
     worker.set_defaults(handler=cmd_worker)
-
-    beat = sub.add_parser("beat", help="run Celery beat (exactly one per deployment)")
-    beat.add_argument("-s", "--schedule", help="schedule file (default: beside storage_dir)")
-    beat.set_defaults(handler=cmd_beat)
 
     flower = sub.add_parser("flower", help="run Flower (basic auth, loopback by default)")
     flower.set_defaults(handler=cmd_flower)
@@ -297,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
     except ValidationError as error:
         print(describe_settings_error(error), file=sys.stderr)
+        return 2
+    except SettingsError as error:  # a value that is not even parseable (bad JSON)
+        print(f"conveyor: refusing to start, invalid settings: {error}", file=sys.stderr)
         return 2
     configure_logging(settings)
     handler: Handler = args.handler

@@ -11,9 +11,7 @@ from core.settings import Settings
 
 @contextmanager
 def open_sessions(settings: Settings) -> Iterator[db.Sessions]:
-    engine = db.make_engine(
-        settings.sqlalchemy_url, connect_timeout=settings.database_connect_timeout, pool_size=1
-    )
+    engine = db.make_engine(settings, pool_size=1)
     try:
         yield db.make_sessionmaker(engine)
     finally:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from core.errors import DatabaseUnavailable
+from core.settings import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -33,15 +35,51 @@ class Base(DeclarativeBase):
 Sessions = sessionmaker[Session]
 
 
-def make_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 5) -> sa.Engine:
-    """One engine per process and URL; the caller disposes it on shutdown."""
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """libpq parameters for every connection: timeouts that end a stuck statement, a lock
+    wait or a forgotten transaction, and TCP keepalives + a user timeout so a half-open
+    connection (server gone, network cut) errors out instead of hanging a worker past its
+    lease."""
+    keepalive = settings.database_keepalive_seconds
+    interval, count = max(1, keepalive // 3), 3
+    user_timeout = keepalive * count * 1000
+    options = {
+        "statement_timeout": _milliseconds(settings.database_statement_timeout),
+        "lock_timeout": _milliseconds(settings.database_lock_timeout),
+        "idle_in_transaction_session_timeout": _milliseconds(
+            settings.database_idle_in_transaction_timeout
+        ),
+        # The server's side of the same connection: a worker that vanished (power cut,
+        # network partition) has its session ended and its locks released as quickly.
+        "tcp_keepalives_idle": keepalive,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": user_timeout,
+    }
+    return {
+        "connect_timeout": settings.database_connect_timeout,
+        "options": " ".join(f"-c {name}={value}" for name, value in options.items()),
+        "keepalives": 1,
+        "keepalives_idle": keepalive,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": user_timeout,
+    }
+
+
+def make_engine(settings: Settings, *, pool_size: int = 5) -> sa.Engine:
+    """One engine per process; the caller disposes it on shutdown."""
     return sa.create_engine(
-        url,
+        settings.sqlalchemy_url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_timeout=connect_timeout,
-        connect_args={"connect_timeout": connect_timeout},
+        pool_timeout=settings.database_connect_timeout,
+        connect_args=connect_args(settings),
     )
 
 
@@ -69,6 +107,11 @@ def transaction(sessions: Sessions) -> Iterator[Session]:
         raise DatabaseUnavailable() from error
     except sa_exc.TimeoutError as error:  # pool exhausted while the server hangs
         raise DatabaseUnavailable() from error
+
+
+def set_local_statement_timeout(session: Session, seconds: float) -> None:
+    """A tighter statement timeout for the rest of this transaction only."""
+    session.execute(sa.text(f"SET LOCAL statement_timeout = {_milliseconds(seconds)}"))
 
 
 def _is_query_error(error: sa_exc.DBAPIError) -> bool:

@@ -71,6 +71,13 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(sa.Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Run-time limit of one attempt, fixed at submit; the claim turns it into the attempt's
+    # hard deadline (limit + grace), past which the lease is never renewed.
+    time_limit_seconds: Mapped[float] = mapped_column(sa.Double, server_default="3600")
+    run_deadline_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Units committed by the current run; each unit's commit is fenced on it, so a unit
+    # retried after an uncertain COMMIT can tell whether it already applied.
+    unit_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # Why a queued job is not running yet, when it is held back on purpose (limits, a
     # paused queue); NULL otherwise.
     waiting_reason: Mapped[str | None] = mapped_column(sa.Text)

@@ -17,6 +17,13 @@ DEV_FLOWER_PASSWORD = "conveyor"
 DEV_SECRETS_KEY = "ZGV2LXNlY3JldHMta2V5LWNoYW5nZS1tZS0xMjM0NTY="
 FERNET_KEY_BYTES = 32
 MIN_SECRET_LENGTH = 32
+DEFAULT_TIME_LIMITS = {
+    "default": 3600.0,
+    "noop": 60.0,
+    "sleep": 300.0,
+    "import": 3600.0,
+    "deployment": 3600.0,
+}
 
 
 class Settings(BaseSettings):
@@ -32,6 +39,14 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor"
     database_connect_timeout: int = Field(default=3, ge=1)
+    # Guards on every connection, so a stuck statement, a forgotten transaction or a
+    # half-open TCP connection cannot hold a worker (or a lock) past its lease.
+    database_statement_timeout: float = Field(default=60.0, gt=0)
+    database_lock_timeout: float = Field(default=10.0, gt=0)
+    database_idle_in_transaction_timeout: float = Field(default=120.0, gt=0)
+    # TCP keepalive probes start after this many idle seconds, then every third of it; with
+    # tcp_user_timeout, unacknowledged sends fail after about three times this.
+    database_keepalive_seconds: int = Field(default=10, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_socket_timeout: float = Field(default=0.5, gt=0)
 
@@ -53,14 +68,26 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
+    # A running job's lease; a heartbeat beside the job renews it every third of this.
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     reaper_interval: float = Field(default=10.0, gt=0)
     # A crashed worker's job is running again within this many seconds: its lease runs out
-    # (at most lease_seconds after its last progress write), then the next reaper pass puts
-    # it back and publishes it. Redis' own visibility timeout (1 h) never comes into play.
+    # (at most lease_seconds after its last renewal), then the next reaper pass, in any
+    # worker or API process, puts it back and publishes it. Redis' own visibility timeout
+    # (1 h) never comes into play.
     reaper_bound_seconds: float = Field(default=60.0, gt=0)
     relay_interval: float = Field(default=2.0, gt=0)
+    # A queued job published this long ago and still not claimed, while its queue in Redis
+    # holds fewer messages than such jobs, lost its message (eviction, a failover, a worker
+    # that dropped it): it is published again.
+    republish_after_seconds: float = Field(default=300.0, gt=0)
+    # Run-time limit per job kind (seconds, per attempt): past it the body is stopped and the
+    # job fails with time_limit_exceeded; past it plus the grace, the pool process is killed
+    # and the job fails the same way. A JSON object; entries given override the defaults,
+    # e.g. CONVEYOR_TIME_LIMITS='{"sleep": 60}'. Kinds not listed get "default".
+    time_limits: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
+    time_limit_grace_seconds: float = Field(default=30.0, gt=0)
 
     breaker_fail_max: int = Field(default=5, ge=1)
     breaker_reset_timeout: float = Field(default=30.0, gt=0)
@@ -79,9 +106,8 @@ class Settings(BaseSettings):
     deploy_run_dir: Path | None = Path("/dev/shm/conveyor-runs")
     # Running deployments across all workers; more wait queued (waiting_reason).
     deploy_max_running: int = Field(default=2, ge=1)
-    # Defaults and operator maxima of a deployment's `limits` and `retry`.
-    deploy_timeout_seconds: int = Field(default=900, ge=1)
-    deploy_max_timeout_seconds: int = Field(default=3600, ge=1)
+    # Defaults and operator maxima of a deployment's `limits` (its timeout_seconds is the
+    # job's run-time limit: time_limits["deployment"]) and `retry`.
     deploy_memory_mb: int = Field(default=1024, ge=64)
     deploy_max_memory_mb: int = Field(default=4096, ge=64)
     deploy_cpu_seconds: int = Field(default=600, ge=1)
@@ -124,6 +150,18 @@ class Settings(BaseSettings):
                 f"({self.reaper_bound_seconds}): a crashed worker's job would wait longer"
             )
         return self
+
+    @field_validator("time_limits")
+    @classmethod
+    def _time_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(kind for kind, limit in value.items() if limit <= 0)
+        if bad:
+            raise ValueError(f"time limits must be positive seconds (not for {', '.join(bad)})")
+        return {**DEFAULT_TIME_LIMITS, **value}
+
+    def time_limit_for(self, kind: str) -> float:
+        """The run-time limit (seconds) of one attempt of a job of ``kind``."""
+        return self.time_limits.get(kind, self.time_limits["default"])
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -1,27 +1,30 @@
-"""The Celery app: configuration from core, one task per job kind, beat schedule, and the
-per-process runtime (engine, sessions, publisher). ``app`` is the worker/beat entrypoint."""
+"""The Celery app: configuration from core, one task per job kind, the per-process runtime
+(engine, sessions, publisher), and the recovery loop in every worker's main process.
+``app`` is the worker entrypoint."""
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
+import sqlalchemy as sa
 import structlog
-from celery import Celery, signals
-from celery.schedules import schedule
+from celery import Celery, bootsteps, signals
 
 from core import db
 from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
-from core.broker.task_names import REAPER_TASK, RELAY_TASK, route_for
+from core.broker.task_names import route_for
 from core.deployments.limits import DeploymentAdmission
 from core.lifecycle.admission import Admission
+from core.lifecycle.recovery import RecoveryLoop
 from core.logging import clear_context, configure_logging
 from core.settings import Settings, get_settings
-from jobs import diagnostics, periodic
+from jobs import diagnostics
 from jobs.deployments.run_deployment import run_deployment
 from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
@@ -42,18 +45,16 @@ def job_admissions(settings: Settings) -> dict[str, Admission]:
 
 
 class Runtime:
-    """Per-process resources, built lazily in the process that runs tasks (after fork)."""
+    """Per-process resources, built lazily in the process that uses them (after fork)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, pool_size: int = 2) -> None:
         self.settings = settings
+        self.pool_size = pool_size
 
     @cached_property
-    def engine(self) -> Any:
-        return db.make_engine(
-            self.settings.sqlalchemy_url,
-            connect_timeout=self.settings.database_connect_timeout,
-            pool_size=2,
-        )
+    def engine(self) -> sa.Engine:
+        # A job body and its heartbeat each hold a connection at times.
+        return db.make_engine(self.settings, pool_size=self.pool_size)
 
     @cached_property
     def sessions(self) -> db.Sessions:
@@ -65,8 +66,17 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """For the relay's broker-epoch check; its calls go through the publisher's breaker."""
+        """For the relay's broker-epoch and queue-depth reads, through the publisher's
+        breaker."""
         return make_redis(self.settings)
+
+    def close(self) -> None:
+        if "publisher" in self.__dict__:
+            self.publisher.close()
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
 
 class ConveyorCelery(Celery):  # type: ignore[misc]
@@ -76,18 +86,52 @@ class ConveyorCelery(Celery):  # type: ignore[misc]
         # Survive losing Redis and reconnect within a second after it is back.
         self.conf.broker_transport = "jobs.broker_transport:Transport"
         self.conf.worker_consumer = "jobs.worker_consumer:QuickReconnectConsumer"
-        self.conf.conveyor_settings = settings
+        # On the app object, not in ``conf``: Celery shows its conf to anyone who can reach
+        # the broker (``inspect conf``, Flower), and settings hold credentials.
+        self.settings = settings
         self._runtime: Runtime | None = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime(self.conf.conveyor_settings)
+            self._runtime = Runtime(self.settings)
         return self._runtime
 
     def reset_runtime(self) -> None:
         """Forget the parent's connections in a freshly forked pool process."""
         self._runtime = None
+
+
+class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the recovery loop (relay, reaper, lost messages) in the worker's main process,
+    beside the pool, so it never waits for a job slot. Started after the pool, so the first
+    pool processes are forked before it opens any connection."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.runtime: Runtime | None = None
+        self.loop: RecoveryLoop | None = None
+
+    def start(self, worker: Any) -> None:
+        settings: Settings = worker.app.settings
+        runtime = Runtime(settings, pool_size=1)
+        self.runtime = runtime
+        # Pool processes forked later (to replace one that died) must not touch these
+        # connections: in the child, drop them without closing the parent's sockets.
+        os.register_at_fork(after_in_child=lambda: runtime.engine.dispose(close=False))
+        self.loop = RecoveryLoop(
+            settings,
+            sessions=runtime.sessions,
+            publisher=runtime.publisher,
+            redis_client=runtime.redis,
+        ).start()
+
+    def stop(self, worker: Any) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+        if self.runtime is not None:
+            self.runtime.close()
 
 
 def _register_job_task(
@@ -100,37 +144,12 @@ def _register_job_task(
     app.task(name=route_for(kind).task, base=JobTask, bind=True)(run)
 
 
-def _register_periodic(app: ConveyorCelery, settings: Settings) -> None:
-    @app.task(name=RELAY_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
-    def relay_outbox() -> dict[str, Any]:
-        runtime = app.runtime
-        return periodic.relay_outbox(runtime.sessions, runtime.publisher, runtime.redis)
-
-    @app.task(name=REAPER_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
-    def reap_leases() -> dict[str, Any]:
-        return periodic.reap_leases(app.runtime.sessions, app.runtime.publisher)
-
-    # A tick that waited longer than its interval is stale: drop it rather than pile up.
-    app.conf.beat_schedule = {
-        "relay-outbox": {
-            "task": RELAY_TASK,
-            "schedule": schedule(settings.relay_interval),
-            "options": {"expires": settings.relay_interval * 2},
-        },
-        "reap-leases": {
-            "task": REAPER_TASK,
-            "schedule": schedule(settings.reaper_interval),
-            "options": {"expires": settings.reaper_interval * 2},
-        },
-    }
-
-
 def make_celery(settings: Settings) -> ConveyorCelery:
     app = ConveyorCelery(settings)
     admissions = job_admissions(settings)
     for kind, body in JOB_BODIES.items():
         _register_job_task(app, kind, body, admissions.get(kind))
-    _register_periodic(app, settings)
+    app.steps["worker"].add(RecoveryStep)
 
     def _logging(**_: Any) -> None:
         configure_logging(settings)

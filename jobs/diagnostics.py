@@ -6,20 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
+from core.diagnostics import NoopParams, SleepParams
 from core.errors import JobFailed
 from jobs.job_context import JobContext, Progress
-
-
-class NoopParams(BaseModel):
-    fail_attempts: int = Field(default=0, ge=0)
-
-
-class SleepParams(NoopParams):
-    seconds: float = Field(gt=0, le=3600)
-    steps: int = Field(default=1, ge=1, le=10_000)
 
 
 def _fail_if_asked(ctx: JobContext, params: NoopParams) -> None:
@@ -47,6 +39,19 @@ def run_sleep(ctx: JobContext) -> dict[str, Any]:
     ctx.commit_unit(_report(Progress(done=start, total=params.steps)))
     pause = params.seconds / params.steps
     for step in range(start + 1, params.steps + 1):
-        time.sleep(pause)
+        if params.uninterruptible:
+            _sleep_through_everything(pause)
+        else:
+            ctx.sleep(pause)  # a step is one unit, however long: the heartbeat keeps the lease
         ctx.commit_unit(_report(Progress(done=step, total=params.steps, checkpoint={"step": step})))
     return {"slept_seconds": params.seconds, "steps": params.steps, "resumed_at_step": start}
+
+
+def _sleep_through_everything(seconds: float) -> None:
+    """Sleep, swallowing Celery's soft time limit: a body that will not stop."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except SoftTimeLimitExceeded:
+            continue

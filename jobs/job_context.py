@@ -1,5 +1,6 @@
-"""What a job body sees: its params and checkpoint, and ``commit_unit`` to commit one unit of
-work together with its progress and checkpoint, fenced by the lease."""
+"""What a job body sees: its params and checkpoint, ``commit_unit`` to commit one unit of work
+together with its progress and checkpoint (fenced by the lease and the unit count), and the
+stop signal raised by the heartbeat (cancel, lost lease, time limit)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 from core import db
-from core.errors import DatabaseUnavailable, JobCancelled
-from core.lifecycle import commands
+from core.errors import DatabaseUnavailable, JobCancelled, LeaseLost
+from core.lifecycle import leases
 from core.lifecycle.heartbeat import StopReason, StopSignal
 from core.settings import Settings
 
@@ -62,9 +63,13 @@ class JobContext:
     params: dict[str, Any]
     attempt: int
     checkpoint: dict[str, Any] | None
-    lease: commands.Lease
+    lease: leases.Lease
     sessions: db.Sessions
     settings: Settings
+    # Units committed so far (by every attempt); the next unit's commit is fenced on it.
+    unit_seq: int = 0
+    # This attempt's run-time limit (seconds); the heartbeat raises the stop signal past it.
+    time_limit_seconds: float = 3600.0
     # The result so far; reported if the job is cancelled or fails part-way.
     result: dict[str, Any] | None = None
     stop: StopSignal = field(default_factory=StopSignal)
@@ -95,25 +100,52 @@ class JobContext:
 
         A zombie worker's unit is rolled back whole (the fenced progress write raises
         LeaseLost). While the database is unavailable the unit is retried, so nothing is lost;
-        after the retry window the error propagates and the lease reaper takes over.
-        Raises JobCancelled after the commit when a cancel was requested.
+        after the retry window the error propagates and the lease reaper takes over. A retry
+        after an error at COMMIT itself (the server may have committed) first reads the unit
+        count: if this unit was recorded, it is not applied again. Raises the stop signal's
+        error (JobCancelled, TimeLimitExceeded, LeaseLost) after the commit.
         """
-        cancel = self.retry_database(lambda: self._commit_once(work))
+        self.raise_if_stopped()
+        expected = self.unit_seq
+        tries = 0
+
+        def attempt() -> bool:
+            nonlocal tries
+            tries += 1
+            if self.stop.reason is StopReason.lease_lost:
+                raise LeaseLost()  # the job is someone else's now: stop retrying
+            return self._commit_once(work, expected, check_applied=tries > 1)
+
+        cancel = self.retry_database(attempt)
+        self.unit_seq = expected + 1
         if cancel:
             raise JobCancelled()
+        self.raise_if_stopped()
 
-    def _commit_once(self, work: Callable[[Session], Progress]) -> bool:
+    def _commit_once(
+        self, work: Callable[[Session], Progress], expected: int, *, check_applied: bool
+    ) -> bool:
         with db.transaction(self.sessions) as session:
+            if check_applied:
+                state = leases.unit_state(session, lease=self.lease)
+                if state.unit_seq > expected:
+                    log.warning("job.unit_already_committed", unit_seq=state.unit_seq)
+                    self.checkpoint = state.checkpoint
+                    return state.cancel_requested
             progress = work(session)
-            return commands.save_progress(
+            cancel = leases.save_progress(
                 session,
                 lease=self.lease,
                 lease_seconds=self.settings.lease_seconds,
+                unit_seq=expected,
                 done=progress.done,
                 total=progress.total,
                 failed=progress.failed,
                 checkpoint=progress.checkpoint,
             )
+        if progress.checkpoint is not None:
+            self.checkpoint = progress.checkpoint
+        return cancel
 
     def retry_database(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` again while the database is unavailable, for up to four leases;

@@ -1,7 +1,7 @@
-"""The one base Task: claim the job, run its body unit by unit, record the outcome.
+"""The one base Task: claim the job, run its body beside a heartbeat, record the outcome.
 
-Cross-cutting concerns live here and nowhere else: the claim, the log context, sorting errors
-into cancelled / failed / lost-lease, and the final status write.
+Cross-cutting concerns live here and nowhere else: the claim, the heartbeat, the log context,
+sorting errors into cancelled / failed / timed out / lost-lease, and the final status write.
 """
 
 from __future__ import annotations
@@ -13,13 +13,20 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from core import db
-from core.errors import ConveyorError, DatabaseUnavailable, JobCancelled, JobFailed, LeaseLost
-from core.lifecycle import commands
+from core.errors import (
+    ConveyorError,
+    DatabaseUnavailable,
+    JobCancelled,
+    JobFailed,
+    LeaseLost,
+    TimeLimitExceeded,
+)
+from core.lifecycle import leases
 from core.lifecycle.admission import Admission
-from core.lifecycle.heartbeat import Heartbeat
+from core.lifecycle.heartbeat import Heartbeat, StopReason
 from core.lifecycle.states import JobStatus
 from core.logging import bind_job_context
 from core.settings import Settings
@@ -28,6 +35,7 @@ from jobs.job_context import JobContext, with_database_retry
 log = structlog.get_logger(__name__)
 
 JobBody = Callable[[JobContext], dict[str, Any] | None]
+Outcome = tuple[JobStatus, dict[str, Any] | None, str | None, str | None]
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -35,7 +43,7 @@ class JobTask(Task):  # type: ignore[misc]
 
     def run_job(self, job_id: str, body: JobBody, admission: Admission | None = None) -> None:
         sessions: db.Sessions = self.app.runtime.sessions
-        settings: Settings = self.app.conf.conveyor_settings
+        settings: Settings = self.app.runtime.settings
         try:
             ctx = with_database_retry(
                 lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
@@ -50,36 +58,18 @@ class JobTask(Task):  # type: ignore[misc]
             return
         log.info("job.started", kind=ctx.kind)
         heartbeat = Heartbeat(
-            sessions, ctx.lease, lease_seconds=settings.lease_seconds, signal=ctx.stop
+            sessions,
+            ctx.lease,
+            lease_seconds=settings.lease_seconds,
+            time_limit=ctx.time_limit_seconds,
+            signal=ctx.stop,
         ).start()
         try:
             outcome = _run_body(ctx, body)
         finally:
             heartbeat.stop()
-        if outcome is None:
-            return
-        status, result, code, message = outcome
-
-        def finish() -> None:
-            with db.transaction(sessions) as session:
-                commands.finish_job(
-                    session,
-                    lease=ctx.lease,
-                    status=status,
-                    result=result,
-                    error_code=code,
-                    error_message=message,
-                )
-                if admission is not None:
-                    admission.released(session, ctx.job_id)
-
-        try:
-            # Past the retry window DatabaseUnavailable propagates; the reaper takes over.
-            ctx.retry_database(finish)
-        except LeaseLost:
-            log.warning("job.lease_lost_at_finish")
-            return
-        log.info("job.finished", status=status.value, error_code=code)
+        if outcome is not None:
+            _finish(ctx, outcome, admission)
 
     def _claim(
         self,
@@ -90,17 +80,18 @@ class JobTask(Task):  # type: ignore[misc]
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
         with db.transaction(sessions) as session:
-            lease = commands.claim_job(
+            lease = leases.claim_job(
                 session,
                 job_id=job_id,
                 owner=owner,
                 lease_seconds=settings.lease_seconds,
+                grace=settings.time_limit_grace_seconds,
                 admission=admission,
             )
             if lease is None:
                 log.info("job.not_claimed", job_id=str(job_id))
                 return None
-            job = commands.load_claimed(session, lease=lease)
+            job = leases.load_claimed(session, lease=lease)
             bind_job_context(job_id=str(job_id), request_id=job.request_id, attempt=lease.attempt)
             return JobContext(
                 job_id=job_id,
@@ -111,44 +102,76 @@ class JobTask(Task):  # type: ignore[misc]
                 lease=lease,
                 sessions=sessions,
                 settings=settings,
+                unit_seq=job.unit_seq,
+                time_limit_seconds=job.time_limit_seconds,
                 result=job.result,
             )
-
-
-Outcome = tuple[JobStatus, dict[str, Any] | None, str | None, str | None]
 
 
 def _run_body(ctx: JobContext, body: JobBody) -> Outcome | None:
     """Run the body and sort what happened; None means this attempt must not write."""
     try:
-        try:
-            result = body(ctx)
-        except Exception as error:
-            stopped = ctx.stop.error()
-            if stopped is not None and not isinstance(error, ConveyorError):
-                raise stopped from error
-            raise
-    except JobCancelled:
-        return JobStatus.cancelled, ctx.result, None, None
-    except LeaseLost:
-        log.warning("job.lease_lost")
-        return None
-    except DatabaseUnavailable:
-        # Nothing can be written; the lease expires and the reaper re-dispatches the job.
-        log.error("job.database_unavailable")
-        return None
-    except JobFailed as error:
-        log.info("job.failed", code=error.code, message=error.message, where=error.where)
-        return JobStatus.failed, _with_where(ctx.result, error), error.code, error.message
-    except ConveyorError as error:
-        return JobStatus.failed, ctx.result, error.code, error.message
+        result = body(ctx)
     except Exception as error:
-        log.exception("job.crashed")
-        return JobStatus.failed, ctx.result, "internal_error", f"{type(error).__name__}: {error}"
+        return _outcome_of(ctx, error)
+    if ctx.stop_reason is StopReason.lease_lost:
+        return None
     return JobStatus.succeeded, result, None, None
 
 
-def _with_where(result: dict[str, Any] | None, error: ConveyorError) -> dict[str, Any] | None:
-    if error.where is None:
-        return result
-    return {**(result or {}), "error_where": error.where}
+def _outcome_of(ctx: JobContext, error: Exception) -> Outcome | None:
+    if ctx.stop_reason is StopReason.lease_lost or isinstance(error, LeaseLost):
+        log.warning("job.lease_lost")
+        return None
+    if isinstance(error, SoftTimeLimitExceeded):
+        # Celery's soft limit (prefork pools) fired inside the body; same as ours.
+        error = TimeLimitExceeded()
+    elif not isinstance(error, ConveyorError) and ctx.stop.error() is not None:
+        # Being stopped (a killed process, an interrupted call) made the body fail: why it
+        # was stopped is the outcome, not the error it stopped with.
+        error = ctx.stop.error() or error
+    if isinstance(error, JobCancelled):
+        return JobStatus.cancelled, ctx.result, None, None
+    if isinstance(error, DatabaseUnavailable):
+        # Nothing can be written; the lease expires and the reaper re-dispatches the job.
+        log.error("job.database_unavailable")
+        return None
+    if isinstance(error, ConveyorError):
+        return _failed(ctx, error)
+    log.error("job.crashed", exc_info=error)
+    return JobStatus.failed, ctx.result, "internal_error", f"{type(error).__name__}: {error}"
+
+
+def _failed(ctx: JobContext, error: ConveyorError) -> Outcome:
+    if not isinstance(error, JobFailed):
+        return JobStatus.failed, ctx.result, error.code, error.message
+    log.info("job.failed", code=error.code, message=error.message, where=error.where)
+    result = (
+        ctx.result if error.where is None else {**(ctx.result or {}), "error_where": error.where}
+    )
+    return JobStatus.failed, result, error.code, error.message
+
+
+def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> None:
+    status, result, code, message = outcome
+
+    def finish() -> None:
+        with db.transaction(ctx.sessions) as session:
+            leases.finish_job(
+                session,
+                lease=ctx.lease,
+                status=status,
+                result=result,
+                error_code=code,
+                error_message=message,
+            )
+            if admission is not None:  # what this job held (a slot, a target) is free now
+                admission.released(session, ctx.job_id)
+
+    try:
+        # Past the retry window DatabaseUnavailable propagates; the reaper takes over.
+        ctx.retry_database(finish)
+    except LeaseLost:
+        log.warning("job.lease_lost_at_finish")
+        return
+    log.info("job.finished", status=status.value, error_code=code)

@@ -6,9 +6,11 @@ parallel workers never share a database or a Redis. Missing services fail loudly
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -28,7 +30,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = db.make_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = db.make_engine(Settings(env="test", database_url=database_url))
     yield engine
     engine.dispose()
 
@@ -72,7 +74,15 @@ def private_redis(tmp_path: Path) -> Iterator[services.RedisServer]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+def settings_overrides() -> dict[str, Any]:
+    """Extra settings for one test: ``@pytest.mark.parametrize("settings_overrides", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    database_url: str, redis_url: str, tmp_path: Path, settings_overrides: dict[str, Any]
+) -> Settings:
     return Settings(
         env="test",
         database_url=database_url,
@@ -80,8 +90,10 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         storage_dir=tmp_path / "storage",
         lease_seconds=3,
         reaper_interval=1,
+        reaper_bound_seconds=10,
         relay_interval=0.5,
         breaker_reset_timeout=2,
+        **settings_overrides,
     )
 
 
@@ -92,7 +104,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"CONVEYOR_{name.upper()}"] = str(raw)
+        text = json.dumps(raw) if isinstance(raw, dict | list) else str(raw)
+        env[f"CONVEYOR_{name.upper()}"] = text
     env["CONVEYOR_LOG_FORMAT"] = "json"
     return env
 
@@ -101,7 +114,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def platform(
     settings: Settings, sessions: db.Sessions, tmp_path: Path
 ) -> Iterator[services.Platform]:
-    """Real API/worker/beat processes; start the ones the test needs."""
+    """Real API and worker processes; start the ones the test needs."""
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     with services.platform(settings_env(settings), log_dir) as running:

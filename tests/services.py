@@ -1,5 +1,5 @@
 """Real services for tests: a throwaway PostgreSQL database per run, private redis-servers,
-and the platform's own processes (API, worker, beat) started as subprocesses."""
+and the platform's own processes (API, workers) started as subprocesses."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 class Process:
-    """A platform process (API, worker, beat) in its own process group, logging to a file."""
+    """A platform process (API, worker) in its own process group, logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -245,12 +245,6 @@ class Platform:
         )
         wait_until(lambda: _worker_ready(process), timeout=60, message="worker ready")
         return process
-
-    def start_beat(self, extra_env: dict[str, str] | None = None) -> Process:
-        schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
-        return self._spawn(
-            "beat", [str(VENV_BIN / "conveyor"), "beat", "--schedule", str(schedule)], extra_env
-        )
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -4,12 +4,17 @@ server), so a test can make the database unreachable without touching the shared
 - ``cut()``: close every proxied connection and refuse new ones (connection refused).
 - ``blackhole()``: accept new connections but never answer (a hung server).
 - ``restore()``: forward again, on the same port.
+- ``trip_on(tripwire)``: watch what clients send; when the tripwire fires on a chunk, that
+  chunk still reaches the server, the server's answer is swallowed, and the connection is
+  closed: the client cannot know whether its last request (e.g. a COMMIT) took effect.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
+from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
 
@@ -24,6 +29,11 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._forwarding = True
+        self._tripwire: Tripwire | None = None
+
+    def trip_on(self, tripwire: Tripwire) -> None:
+        """Cut the first connection whose client sends a chunk ``tripwire`` fires on (once)."""
+        self._tripwire = tripwire
 
     def start(self) -> TcpProxy:
         self._listen(forwarding=True)
@@ -100,25 +110,59 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             self._track(client, upstream)
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+            link = _Link(client, upstream)
+            threading.Thread(target=self._pump_requests, args=(link,), daemon=True).start()
+            threading.Thread(target=_pump, args=(upstream, client, link), daemon=True).start()
+
+    def _pump_requests(self, link: _Link) -> None:
+        """Client -> server, through the tripwire."""
+        seen: dict[str, object] = {}  # the tripwire's notes about this connection
+        try:
+            while data := link.client.recv(65536):
+                link.upstream.sendall(data)
+                tripwire = self._tripwire
+                if tripwire is not None and tripwire(seen, data):
+                    self._tripwire = None
+                    link.swallowing = True  # the server answers; the client never hears it
+                    time.sleep(0.3)
+                    break
+        except OSError:
+            pass
+        finally:
+            link.close()
 
     def _track(self, *sockets: socket.socket) -> None:
         with self._lock:
             self._sockets.update(sockets)
 
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
+# Decides, from a per-connection scratch dict and a chunk the client sent, whether to cut.
+Tripwire = Callable[[dict[str, object], bytes], bool]
+
+
+class _Link:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.swallowing = False
+
+    def close(self) -> None:
+        for sock in (self.client, self.upstream):
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def _pump(source: socket.socket, target: socket.socket, link: _Link) -> None:
+    """Server -> client."""
+    try:
+        while data := source.recv(65536):
+            if not link.swallowing:
+                target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        link.close()
 
 
 def _bound(listener: socket.socket, port: int) -> bool:

@@ -21,6 +21,7 @@ from api.deps import (
 from api.schemas.jobs import JobOut
 from api.schemas.problems import problem_responses
 from core import db
+from core.broker.publisher import JobMessage
 from core.deployments import limits
 from core.deployments.spec import KIND, DeploymentSpec
 from core.lifecycle import commands
@@ -62,14 +63,16 @@ def submit_deployment(
             params=effective.model_dump(mode="json"),
             principal_id=principal.id,
             max_attempts=settings.max_attempts,
+            time_limit_seconds=float(effective.limits.timeout_seconds or 0),
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
         if submitted.created:
             limits.record_targets(session, job_id=submitted.job.id, lock_keys=effective.lock_keys)
         job = JobOut.from_job(submitted.job)
+        message = JobMessage.of(submitted.job)
     if submitted.created:
-        dispatcher.dispatch(kind=KIND, job_id=job.id, request_id=request_id)
+        dispatcher.dispatch(message)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"

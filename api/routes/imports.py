@@ -36,6 +36,7 @@ from api.schemas.problems import problem_responses
 from api.upload_stream import check_content_length, receive_form
 from core import db
 from core.api_keys import Principal
+from core.broker.publisher import JobMessage
 from core.errors import InvalidRequest, NotFound
 from core.imports import row_errors
 from core.imports.options import ImportParams, StoredFile
@@ -73,7 +74,8 @@ def _submit(
     *,
     idempotency_key: str | None,
     request_id: str | None,
-) -> tuple[JobOut, bool]:
+) -> tuple[JobOut, JobMessage | None]:
+    """The job, and the message to publish when it was created (None on a replay)."""
     with db.transaction(sessions) as session:
         submitted = commands.submit_job(
             session,
@@ -81,10 +83,12 @@ def _submit(
             params=params.model_dump(mode="json"),
             principal_id=principal.id,
             max_attempts=settings.max_attempts,
+            time_limit_seconds=settings.time_limit_for(IMPORT_KIND),
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
-        return JobOut.from_job(submitted.job), submitted.created
+        message = JobMessage.of(submitted.job) if submitted.created else None
+        return JobOut.from_job(submitted.job), message
 
 
 @router.post(
@@ -128,7 +132,7 @@ async def submit_import(
     finally:
         writer.abort()  # no-op once finished; removes the partial file otherwise
     params = _import_params(form.fields, form.upload, form.filename)
-    job, created = await run_in_threadpool(
+    job, message = await run_in_threadpool(
         _submit,
         sessions,
         settings,
@@ -137,9 +141,9 @@ async def submit_import(
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
-    if created:
+    if message is not None:
         # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
-        dispatcher.dispatch(kind=IMPORT_KIND, job_id=job.id, request_id=request_id)
+        dispatcher.dispatch(message)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -25,6 +25,7 @@ from api.deps import (
 from api.schemas.jobs import JobEventOut, JobEventPage, JobOut, JobPage, JobSubmission
 from api.schemas.problems import problem_responses
 from core import db
+from core.broker.publisher import JobMessage
 from core.lifecycle import commands, events, queries
 from core.lifecycle.states import JobStatus
 
@@ -55,6 +56,9 @@ def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     params = submission.validated_params()
+    limit = commands.time_limit(
+        settings, submission.kind, params.get("timeout_seconds"), field="params.timeout_seconds"
+    )
     with db.transaction(sessions) as session:
         submitted = commands.submit_job(
             session,
@@ -62,12 +66,14 @@ def submit_job(
             params=params,
             principal_id=principal.id,
             max_attempts=settings.max_attempts,
+            time_limit_seconds=limit,
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
         job = JobOut.from_job(submitted.job)
+        message = JobMessage.of(submitted.job)
     if submitted.created:
-        dispatcher.dispatch(kind=job.kind, job_id=job.id, request_id=request_id)
+        dispatcher.dispatch(message)
     else:
         response.status_code = 200
     response.headers["Location"] = _location(job.id)
@@ -124,15 +130,12 @@ def retry_job(
     request_id: RequestId,
 ) -> JobOut:
     with db.transaction(sessions) as session:
-        job = JobOut.from_job(
-            commands.retry_job(
-                session,
-                job_id=job_id,
-                principal=principal,
-                attempts_budget=settings.max_attempts,
-            )
+        retried = commands.retry_job(
+            session, job_id=job_id, principal=principal, attempts_budget=settings.max_attempts
         )
-    dispatcher.dispatch(kind=job.kind, job_id=job.id, request_id=request_id)
+        job = JobOut.from_job(retried)
+        message = JobMessage.of(retried)
+    dispatcher.dispatch(message)
     return job
 
 

@@ -9,33 +9,12 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.diagnostics import PARAMS_MODELS
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
-
-class NoopParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fail_attempts: int = Field(
-        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
-    )
-
-
-class SleepParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    seconds: float = Field(gt=0, le=3600, description="Total time to sleep.")
-    steps: int = Field(
-        default=1, ge=1, le=10_000, description="Units of work; progress is saved after each."
-    )
-    fail_attempts: int = Field(
-        default=0, ge=0, description="The first N attempts fail on purpose (to exercise retry)."
-    )
-
-
 # The kinds of core.broker.task_names.GENERIC_KINDS, each with the model of its params.
 JobKind = Literal["noop", "sleep"]
-PARAMS_MODELS: dict[str, type[BaseModel]] = {"noop": NoopParams, "sleep": SleepParams}
 
 
 class JobSubmission(BaseModel):
@@ -85,9 +64,11 @@ class JobOut(BaseModel):
     attempt: int
     cancel_requested: bool
     waiting_reason: str | None = Field(
-        description="Why a queued job has not started (e.g. concurrency_limit, target_busy: "
-        "the job's `waiting` event names what it waits for)."
+        description="Why a queued job is held back (a limit, a paused queue; for deployments "
+        "concurrency_limit or target_busy: the job's `waiting` event names what it waits for); "
+        "null otherwise."
     )
+    time_limit_seconds: float = Field(description="Run-time limit of one attempt.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -110,7 +91,8 @@ class JobOut(BaseModel):
             ),
             attempt=job.attempt,
             cancel_requested=job.cancel_requested,
-            waiting_reason=job.waiting_reason if status is JobStatus.queued else None,
+            waiting_reason=job.waiting_reason,
+            time_limit_seconds=job.time_limit_seconds,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

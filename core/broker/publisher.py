@@ -4,6 +4,7 @@ broker. The job row is the outbox; ``core.broker.relay`` publishes whatever is s
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import pybreaker
 import structlog
@@ -14,44 +15,65 @@ from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
 from core.broker.task_names import route_for
 from core.lifecycle import outbox
+from core.models import Job
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class JobMessage:
+    """What a "run job X" message carries, taken from the job row."""
+
+    kind: str
+    job_id: uuid.UUID
+    request_id: str | None
+    time_limit_seconds: float
+
+    @classmethod
+    def of(cls, job: Job) -> JobMessage:
+        return cls(job.kind, job.id, job.request_id, job.time_limit_seconds)
+
+
 class JobPublisher:
     """Sends job tasks by name (the publisher never imports task code)."""
 
-    def __init__(self, celery: Celery, breaker: RedisBreaker) -> None:
+    def __init__(self, celery: Celery, breaker: RedisBreaker, *, grace_seconds: float) -> None:
         self.celery = celery
         self.breaker = breaker
+        self.grace_seconds = grace_seconds
         self.published = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, breaker: RedisBreaker) -> JobPublisher:
         producer = Celery("conveyor-publisher", set_as_current=False)
         producer.conf.update(celery_config(settings))
-        return cls(producer, breaker)
+        return cls(producer, breaker, grace_seconds=settings.time_limit_grace_seconds)
 
-    def _send(self, kind: str, job_id: uuid.UUID, request_id: str | None) -> None:
-        route = route_for(kind)
+    def _send(self, message: JobMessage) -> None:
+        route = route_for(message.kind)
+        # The job's run-time limit travels with the message: a prefork worker raises
+        # SoftTimeLimitExceeded in the body at the limit and kills the pool process at
+        # limit + grace (the heartbeat also stops the body at the limit, in any pool).
         self.celery.send_task(
             route.task,
-            args=[str(job_id)],
+            args=[str(message.job_id)],
             queue=route.queue,
-            headers={"request_id": request_id} if request_id else None,
+            headers={"request_id": message.request_id} if message.request_id else None,
+            soft_time_limit=message.time_limit_seconds,
+            time_limit=message.time_limit_seconds + self.grace_seconds,
             retry=False,
         )
 
-    def publish(self, *, kind: str, job_id: uuid.UUID, request_id: str | None = None) -> bool:
+    def publish(self, message: JobMessage) -> bool:
         """True when the broker took the message; False leaves the job to the relay."""
         try:
-            self.breaker.call(self._send, kind, job_id, request_id)
+            self.breaker.call(self._send, message)
         except pybreaker.CircuitBreakerError:
-            log.info("publish.breaker_open", job_id=str(job_id))
+            log.info("publish.breaker_open", job_id=str(message.job_id))
             return False
         except Exception as error:  # any broker error: the outbox keeps the job safe
-            log.warning("publish.failed", job_id=str(job_id), error=str(error))
+            log.warning("publish.failed", job_id=str(message.job_id), error=str(error))
             return False
         self.published += 1
         return True
@@ -60,18 +82,12 @@ class JobPublisher:
         self.celery.close()
 
 
-def dispatch_now(
-    sessions: db.Sessions,
-    publisher: JobPublisher,
-    *,
-    kind: str,
-    job_id: uuid.UUID,
-    request_id: str | None,
-) -> bool:
+def dispatch_now(sessions: db.Sessions, publisher: JobPublisher, message: JobMessage) -> bool:
     """Publish a just-committed job and record it. Never raises: the job is already stored,
     so any failure (broker or database) just leaves it to the outbox relay."""
-    if not publisher.publish(kind=kind, job_id=job_id, request_id=request_id):
+    if not publisher.publish(message):
         return False
+    job_id = message.job_id
     try:
         with db.transaction(sessions) as session:
             outbox.mark_dispatched(session, job_ids=[job_id])

@@ -9,9 +9,6 @@ IMPORTS_QUEUE = "imports"
 DEPLOYMENTS_QUEUE = "deployments"
 QUEUES = (DEFAULT_QUEUE, IMPORTS_QUEUE, DEPLOYMENTS_QUEUE)
 
-RELAY_TASK = "conveyor.periodic.relay_outbox"
-REAPER_TASK = "conveyor.periodic.reap_leases"
-
 
 @dataclass(frozen=True)
 class Route:
@@ -36,6 +33,4 @@ def route_for(kind: str) -> Route:
 
 def celery_routes() -> dict[str, dict[str, str]]:
     routes = {route.task: {"queue": route.queue} for route in JOB_ROUTES.values()}
-    routes[RELAY_TASK] = {"queue": DEFAULT_QUEUE}
-    routes[REAPER_TASK] = {"queue": DEFAULT_QUEUE}
     return routes

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import InvalidRequest
+from core.lifecycle import commands
 from core.secrets.resolve import SecretRefs
 from core.secrets.vault import NAME_PATTERN
 from core.settings import Settings
@@ -185,11 +186,12 @@ class DeploymentSpec(_Strict):
         """The spec with every limit and retry number set: the request's, within the
         operator's maxima (InvalidRequest past one), or the operator's default."""
         limits = Limits(
-            timeout_seconds=_within(
-                self.limits.timeout_seconds,
-                settings.deploy_timeout_seconds,
-                settings.deploy_max_timeout_seconds,
-                "limits.timeout_seconds",
+            # The job's run-time limit (settings.time_limits["deployment"] is the default
+            # and the maximum); the heartbeat stops the run when it passes.
+            timeout_seconds=int(
+                commands.time_limit(
+                    settings, KIND, self.limits.timeout_seconds, field="limits.timeout_seconds"
+                )
             ),
             memory_mb=_within(
                 self.limits.memory_mb,

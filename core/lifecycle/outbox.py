@@ -1,5 +1,8 @@
 """The outbox side of the ``jobs`` table: a queued job with ``dispatched_at IS NULL`` still
-has to be published. The relay takes such rows SKIP LOCKED, publishes, and marks them."""
+has to be published. The relay takes such rows SKIP LOCKED, publishes, and marks them.
+
+A queued job with a ``waiting_reason`` is held back on purpose (a limit, a paused queue): it
+has no message anywhere and is not published until whatever holds it clears the reason."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ def lock_undispatched(session: Session, *, limit: int, min_age: float = 0.0) -> 
         .where(
             Job.status == JobStatus.queued.value,
             Job.dispatched_at.is_(None),
+            Job.waiting_reason.is_(None),
             Job.updated_at <= in_seconds(-min_age),
         )
         .order_by(Job.created_at)
@@ -42,13 +46,51 @@ def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
         )
 
 
+def _published_and_waiting() -> list[sa.ColumnElement[bool]]:
+    """Queued jobs whose message was published and should still be on a queue."""
+    return [
+        Job.status == JobStatus.queued.value,
+        Job.dispatched_at.is_not(None),
+        Job.waiting_reason.is_(None),
+    ]
+
+
+def lock_stale_dispatched(session: Session, *, older_than: float, limit: int) -> list[Job]:
+    """Published jobs nobody claimed for ``older_than`` seconds: candidates for a lost
+    message (SKIP LOCKED, like the relay)."""
+    query = (
+        sa.select(Job)
+        .where(*_published_and_waiting(), Job.dispatched_at < in_seconds(-older_than))
+        .order_by(Job.dispatched_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
+
+
+def published_counts(session: Session) -> dict[str, int]:
+    """How many published, unclaimed jobs each kind has: what its queue should hold."""
+    rows = session.execute(
+        sa.select(Job.kind, sa.func.count()).where(*_published_and_waiting()).group_by(Job.kind)
+    )
+    return {kind: int(count) for kind, count in rows}
+
+
+def mark_republished(session: Session, *, job_ids: list[uuid.UUID]) -> None:
+    if job_ids:
+        session.execute(
+            sa.update(Job)
+            .execution_options(synchronize_session=False)
+            .where(Job.id.in_(job_ids))
+            .values(dispatched_at=now())
+        )
+
+
 def undispatch_queued(session: Session) -> int:
     """Put every published-but-unclaimed job back in the outbox: their messages were on a
     Redis that lost its data (restart without persistence, flush). Running jobs keep their
     lease; if their worker is gone too, the reaper handles them. Returns how many."""
     result = session.execute(
-        sa.update(Job)
-        .where(Job.status == JobStatus.queued.value, Job.dispatched_at.is_not(None))
-        .values(dispatched_at=None, updated_at=now())
+        sa.update(Job).where(*_published_and_waiting()).values(dispatched_at=None, updated_at=now())
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,4 +1,10 @@
-"""The job state machine, written down once. Pure: no I/O."""
+"""The job state machine, written down once. Pure: no I/O.
+
+PostgreSQL enforces ``ALLOWED_TRANSITIONS``: a trigger on ``jobs`` refuses any other change
+of ``status`` (migration 0003; tests/integration/test_job_states.py checks that the
+database allows exactly these pairs). The commands in ``core.lifecycle.commands`` pick the
+transitions; the database makes sure no code path invents another.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +26,9 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 RETRYABLE: frozenset[JobStatus] = frozenset({JobStatus.failed, JobStatus.cancelled})
 
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued -> failed: a delivery that finds the job out of attempts
     JobStatus.queued: frozenset({JobStatus.running, JobStatus.cancelled, JobStatus.failed}),
-    # running -> queued is the reaper putting back a job whose lease expired
+    # running -> queued: the reaper putting back a job whose lease expired
     JobStatus.running: frozenset({JobStatus.queued, *TERMINAL}),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset({JobStatus.queued}),
@@ -29,5 +36,10 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-def can_transition(current: JobStatus, target: JobStatus) -> bool:
-    return target in ALLOWED_TRANSITIONS[current]
+def transition_pairs() -> list[tuple[str, str]]:
+    """Every allowed (from, to) pair, sorted: what the database trigger allows."""
+    return sorted(
+        (source.value, target.value)
+        for source, targets in ALLOWED_TRANSITIONS.items()
+        for target in targets
+    )

@@ -26,7 +26,7 @@ from core import db
 from core.deployments.inventory import build_inventory
 from core.deployments.retry_policy import RunOutcome, decide_retry
 from core.deployments.spec import DeploymentSpec
-from core.errors import JobFailed, TimeLimitExceeded
+from core.errors import JobFailed
 from core.lifecycle import job_logs
 from core.lifecycle.events import add_event
 from core.lifecycle.job_logs import LogLine
@@ -144,26 +144,6 @@ def _failure(
     )
 
 
-class _Deadline:
-    """The run's wall-clock limit, checked with the job's own stop signal."""
-
-    def __init__(self, ctx: JobContext, seconds: float) -> None:
-        self.ctx = ctx
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def passed(self) -> bool:
-        return time.monotonic() > self.at
-
-    def should_stop(self) -> bool:
-        return self.ctx.stop_event.is_set() or self.passed()
-
-    def raise_if_stopped(self) -> None:
-        self.ctx.raise_if_stopped()
-        if self.passed():
-            raise TimeLimitExceeded(f"The deployment ran past its {self.seconds:g} s limit.")
-
-
 def _record_run(
     ctx: JobContext, summary: dict[str, Any], history: list[dict[str, Any]]
 ) -> Callable[[Session], Progress]:
@@ -181,13 +161,12 @@ def run_deployment(ctx: JobContext) -> dict[str, Any]:
     if survivors:
         journal.note(f"ended {survivors} process(es) left by an earlier attempt")
     resolved = _resolve(ctx, spec)
-    deadline = _Deadline(ctx, float(spec.limits.timeout_seconds or 0))
+    # Cancel, a lost lease and the time limit all raise the job's stop signal (heartbeat).
+    should_stop = ctx.stop_event.is_set
     history: list[dict[str, Any]] = list((ctx.checkpoint or {}).get("runs", []))
     root = run_root(ctx.settings.deploy_run_dir)
     with private_dir(root, job_id=ctx.job_id, attempt=ctx.attempt) as run_dir:
-        project, described = _source_dir(
-            ctx, spec, run_dir, resolved, journal, deadline.should_stop
-        )
+        project, described = _source_dir(ctx, spec, run_dir, resolved, journal, should_stop)
         key_file = None
         if resolved.ssh_key is not None:
             key_file = run_dir / "ssh_key"
@@ -211,10 +190,10 @@ def run_deployment(ctx: JobContext) -> dict[str, Any]:
             recorder = EventRecorder(resolved.redactor, journal.write)
             started = time.monotonic()
             result = run_playbook(
-                _numbered(playbook, number), on_event=recorder, should_stop=deadline.should_stop
+                _numbered(playbook, number), on_event=recorder, should_stop=should_stop
             )
             if result.stopped:
-                deadline.raise_if_stopped()
+                ctx.raise_if_stopped()
             outcome = _outcome(result, recorder)
             failure = _resource_failure(result, spec)
             decision = decide_retry(

@@ -1,7 +1,7 @@
 """secrets, deployment targets, job logs (deployments)
 
 Revision ID: 0100_deployments
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-25 23:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0100_deployments"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -24,8 +24,6 @@ def _now(name: str) -> sa.Column[object]:
 
 
 def upgrade() -> None:
-    # Also added by the job-runtime migration; whichever runs first creates it.
-    op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS waiting_reason text")
     op.create_table(
         "secrets",
         sa.Column("name", sa.Text(), nullable=False),

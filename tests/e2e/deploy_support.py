@@ -195,7 +195,7 @@ def running_deploy_platform(
     *,
     concurrency: int = 3,
 ) -> Iterator[DeployPlatform]:
-    """API + one deployments worker (+ beat, for the lease reaper) on ``settings``."""
+    """API + one deployments worker on ``settings`` (each recovers jobs: no beat)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     write_project(settings.projects_dir)
     flush_redis(settings.redis_url)
@@ -204,7 +204,6 @@ def running_deploy_platform(
     with services.platform(settings_env(settings), log_dir) as platform:
         platform.start_api()
         platform.start_worker(queues="deployments", concurrency=concurrency)
-        platform.start_beat()
         assert platform.api_url is not None
         with httpx.Client(
             base_url=platform.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30

@@ -35,6 +35,7 @@ def import_settings(
         "storage_dir": storage,
         "lease_seconds": 3,
         "reaper_interval": 1,
+        "reaper_bound_seconds": 10,
         "relay_interval": 0.5,
         "breaker_reset_timeout": 2,
         **overrides,
@@ -108,9 +109,9 @@ def flush_redis(url: str) -> None:
 
 
 def running_import_platform(
-    settings: Settings, engine: sa.Engine, log_dir: Path, *, workers: int = 1, beat: bool = False
+    settings: Settings, engine: sa.Engine, log_dir: Path, *, workers: int = 1
 ) -> Iterator[ImportPlatform]:
-    """Start API + workers (+ beat) on ``settings``; yields once, stops everything after."""
+    """Start API + workers on ``settings``; yields once, stops everything after."""
     log_dir.mkdir(parents=True, exist_ok=True)
     flush_redis(settings.redis_url)
     sessions = db.make_sessionmaker(engine)
@@ -119,8 +120,6 @@ def running_import_platform(
         platform.start_api()
         for _ in range(workers):
             platform.start_worker()
-        if beat:
-            platform.start_beat()
         assert platform.api_url is not None
         with httpx.Client(
             base_url=platform.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60

@@ -42,10 +42,6 @@ def test_killed_worker_leaves_no_orphan_and_the_deployment_recovers(
     try:
         with services.platform(settings_env(settings), tmp_path / "logs") as platform:
             platform.start_api()
-            platform.start_beat()
-            # Until the job runtime of issue 8 reaps in every process, beat's reaper task
-            # needs a worker on the default queue.
-            platform.start_worker(queues="default", concurrency=1)
             doomed = platform.start_worker(queues="deployments", concurrency=1)
             client = httpx.Client(
                 base_url=platform.api_url or "",

@@ -1,7 +1,7 @@
 """Deployments on real processes: HTTP API → PostgreSQL → Redis → a Celery worker on the
 ``deployments`` queue → ansible-runner → ansible-playbook → ssh → a real sshd.
 
-One platform (API, one deployments worker of concurrency 3, beat) and one sshd serve the
+One platform (API, one deployments worker of concurrency 3) and one sshd serve the
 whole module; each case uses its own target files and job ids.
 """
 

@@ -1,4 +1,4 @@
-"""Dependency faults across real processes (uvicorn API, prefork Celery workers, beat):
+"""Dependency faults across real processes (uvicorn API, prefork Celery workers, no beat):
 Redis stopped or frozen while clients submit, a worker SIGKILLed mid-job, PostgreSQL cut off
 behind a TCP proxy. Redis is a private redis-server on a random port, really stopped."""
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from core import db
 from core.api_keys import Role
 from core.broker.celery_config import celery_config
-from core.lifecycle import commands
+from core.lifecycle import commands, leases
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 from core.settings import Settings
@@ -130,7 +130,6 @@ def test_redis_stopped_while_clients_submit_then_restarted(
     env = redis_env(private_redis)
     platform.start_api(env)
     worker = platform.start_worker(concurrency=2, extra_env=env)
-    beat = platform.start_beat(env)
     client = api_client(Role.submitter)
     before = client.post("/v1/jobs", json=NOOP).json()["id"]
     assert wait_for_job(client, before, TERMINAL, timeout=30)["status"] == "succeeded"
@@ -165,7 +164,6 @@ def test_redis_stopped_while_clients_submit_then_restarted(
     wait_all_succeeded(sessions, submitted, timeout=60)
     assert_each_ran_once(sessions, submitted)
     assert worker.popen.poll() is None
-    assert beat.popen.poll() is None
     assert client.get("/health/ready").json()["outbox"]["undispatched"] == 0
 
 
@@ -225,7 +223,12 @@ def _dead_workers_last_attempt(sessions: db.Sessions) -> str:
     """A job whose worker died on its last allowed attempt: running, lease expired."""
     with db.transaction(sessions) as session:
         job = commands.submit_job(
-            session, kind="noop", params={}, principal_id=None, max_attempts=2
+            session,
+            kind="noop",
+            params={},
+            principal_id=None,
+            max_attempts=2,
+            time_limit_seconds=60,
         ).job
         session.execute(
             sa.update(Job)
@@ -244,11 +247,11 @@ def _dead_workers_last_attempt(sessions: db.Sessions) -> str:
 def test_killed_worker_job_is_reaped_within_the_bound(
     platform: services.Platform, sessions: db.Sessions, settings: Settings, api_client: Any
 ) -> None:
-    """SIGKILL the worker running a job; Redis' visibility timeout is left at its 1 h default,
-    so only the lease reaper can bring the job back: within lease + reaper interval."""
+    """SIGKILL the worker running a job, with no beat running; Redis' visibility timeout is
+    left at its 1 h default, so only the lease reaper (in the API and the surviving worker)
+    can bring the job back: within lease + reaper interval."""
     assert "visibility_timeout" not in celery_config(settings)["broker_transport_options"]
     platform.start_api()
-    platform.start_beat()
     workers = [platform.start_worker(concurrency=1) for _ in range(2)]
     client = api_client(Role.submitter)
     job_id = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 6, "steps": 30}})
@@ -274,7 +277,7 @@ def test_killed_worker_job_is_reaped_within_the_bound(
     assert finished["result"]["resumed_at_step"] >= 3
     gave_up = _load(sessions, exhausted)
     assert gave_up.status == "failed"
-    assert gave_up.error_code == commands.ATTEMPTS_EXHAUSTED
+    assert gave_up.error_code == leases.ATTEMPTS_EXHAUSTED
 
 
 # --- PostgreSQL cut off -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from core import db
 from core.api_keys import Role
 from core.broker.breaker import RedisBreaker
-from core.broker.publisher import JobPublisher
+from core.broker.publisher import JobMessage, JobPublisher
 from core.models import ImportRowError, JobEvent
 from tests import services
 from tests.conftest import settings_env
@@ -247,8 +247,9 @@ def test_concurrent_duplicate_delivery_runs_the_import_once(fresh):
         fresh.settings, RedisBreaker.from_settings(fresh.settings)
     )
     try:
-        assert publisher.publish(kind="import", job_id=uuid.UUID(job_id))
-        assert publisher.publish(kind="import", job_id=uuid.UUID(job_id))
+        message = JobMessage("import", uuid.UUID(job_id), None, 60)
+        assert publisher.publish(message)
+        assert publisher.publish(message)
     finally:
         publisher.close()
     job = fresh.wait(job_id)

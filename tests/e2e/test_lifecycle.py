@@ -109,10 +109,10 @@ def test_retry_failed_job_succeeds(platform, api_client):
 
 
 def test_killed_worker_job_finishes_once_on_new_worker(platform, api_client, sessions):
-    """SIGKILL the whole worker (main process and pool children) mid-job; Redis' visibility
-    timeout stays at its 1 h default, so only the lease reaper can bring the job back."""
+    """SIGKILL the whole worker (main process and pool children) mid-job, no beat running;
+    Redis' visibility timeout stays at its 1 h default, so only the lease reaper (in the API
+    process here) can bring the job back."""
     platform.start_api()
-    platform.start_beat()
     doomed = platform.start_worker(concurrency=1)
     client = api_client(Role.submitter)
     job = _submit(client, "sleep", {"seconds": 4, "steps": 20})

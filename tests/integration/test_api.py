@@ -28,6 +28,8 @@ JOB_FIELDS = {
     "progress",
     "attempt",
     "cancel_requested",
+    "waiting_reason",
+    "time_limit_seconds",
     "created_at",
     "started_at",
     "finished_at",
@@ -197,7 +199,15 @@ def test_submit_returns_202_location_and_job(
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "sleep"
     assert job["status"] == "queued"
-    assert job["params"] == {"seconds": 1.0, "steps": 2, "fail_attempts": 0}
+    assert job["params"] == {
+        "seconds": 1.0,
+        "steps": 2,
+        "fail_attempts": 0,
+        "timeout_seconds": None,
+        "uninterruptible": False,
+    }
+    assert job["time_limit_seconds"] == settings.time_limit_for("sleep")
+    assert job["waiting_reason"] is None
     assert job["progress"] == {"total": None, "done": 0, "failed": 0, "percent": 0.0}
     assert job["attempt"] == 0
     assert job["cancel_requested"] is False
@@ -255,6 +265,22 @@ def test_submit_rejects_bad_kind_and_params(
     assert isinstance(errors, list)
     assert errors[0]["field"] == field
     assert "input" not in errors[0]
+
+
+def test_a_time_limit_past_the_operators_is_422(
+    client: TestClient, keys: Keys, settings: Settings
+) -> None:
+    limit = settings.time_limit_for("sleep")
+    body = {"kind": "sleep", "params": {"seconds": 1, "timeout_seconds": limit + 1}}
+    problem = assert_problem(
+        client.post("/v1/jobs", json=body, headers=keys.alice), 422, "invalid_request"
+    )
+    assert problem["where"] == {"field": "params.timeout_seconds"}
+    assert f"{limit:g}" in problem["message"]
+    shorter = {"kind": "sleep", "params": {"seconds": 1, "timeout_seconds": 5}}
+    response = client.post("/v1/jobs", json=shorter, headers=keys.alice)
+    assert response.status_code == 202, response.text
+    assert response.json()["time_limit_seconds"] == 5
 
 
 def test_submit_rejects_malformed_json(client: TestClient, keys: Keys) -> None:

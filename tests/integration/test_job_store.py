@@ -1,5 +1,5 @@
-"""The job store against real PostgreSQL: idempotent submit, exclusive claims, lease fencing,
-cancel, retry, the reaper, and the outbox's SKIP LOCKED."""
+"""The lifecycle against real PostgreSQL: idempotent submit, exclusive claims, lease fencing
+(leases, unit fence, renewal), cancel, retry, the reaper, and the outbox's SKIP LOCKED."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from core import api_keys, db
 from core.api_keys import Role
 from core.errors import IdempotencyConflict, LeaseLost
-from core.lifecycle import commands, outbox
+from core.lifecycle import commands, leases, outbox, reaper
 from core.lifecycle.states import JobStatus
 from core.models import Job
 
@@ -36,6 +36,7 @@ def new_job(
     principal_id: uuid.UUID | None = None,
     max_attempts: int = 5,
     params: dict[str, object] | None = None,
+    time_limit: float = 3600,
 ) -> uuid.UUID:
     with db.transaction(sessions) as session:
         submitted = commands.submit_job(
@@ -44,6 +45,7 @@ def new_job(
             params=dict(params or {"seconds": 1}),
             principal_id=principal_id,
             max_attempts=max_attempts,
+            time_limit_seconds=time_limit,
         )
     return submitted.job.id
 
@@ -56,10 +58,25 @@ def load(sessions: db.Sessions, job_id: uuid.UUID) -> Job:
 
 
 def claim(
-    sessions: db.Sessions, job_id: uuid.UUID, owner: str, lease_seconds: float = 30
-) -> commands.Lease | None:
+    sessions: db.Sessions,
+    job_id: uuid.UUID,
+    owner: str,
+    lease_seconds: float = 30,
+    grace: float = 30,
+) -> leases.Lease | None:
     with db.transaction(sessions) as session:
-        return commands.claim_job(session, job_id=job_id, owner=owner, lease_seconds=lease_seconds)
+        return leases.claim_job(
+            session, job_id=job_id, owner=owner, lease_seconds=lease_seconds, grace=grace
+        )
+
+
+def progress(
+    sessions: db.Sessions, lease: leases.Lease, unit_seq: int, done: int, **extra: Any
+) -> bool:
+    with db.transaction(sessions) as session:
+        return leases.save_progress(
+            session, lease=lease, lease_seconds=30, unit_seq=unit_seq, done=done, **extra
+        )
 
 
 def race(count: int, action: Callable[[int], T]) -> list[T]:
@@ -97,6 +114,7 @@ def test_idempotent_submit(sessions: db.Sessions, principal_id: uuid.UUID) -> No
                 params=params,
                 principal_id=principal_id,
                 max_attempts=5,
+                time_limit_seconds=60,
                 idempotency_key="key-1",
             )
 
@@ -122,6 +140,7 @@ def test_concurrent_idempotent_submits_make_one_job(
                 params={},
                 principal_id=principal_id,
                 max_attempts=5,
+                time_limit_seconds=60,
                 idempotency_key="same",
             )
             return submitted.job.id, submitted.created
@@ -136,8 +155,8 @@ def test_concurrent_idempotent_submits_make_one_job(
 
 def test_two_concurrent_claims_one_wins(sessions: db.Sessions) -> None:
     job_id = new_job(sessions)
-    leases = race(2, lambda i: claim(sessions, job_id, owner=f"worker-{i}"))
-    won = [lease for lease in leases if lease is not None]
+    claims = race(2, lambda i: claim(sessions, job_id, owner=f"worker-{i}"))
+    won = [lease for lease in claims if lease is not None]
     assert len(won) == 1
     assert won[0].attempt == 1
     job = load(sessions, job_id)
@@ -157,14 +176,16 @@ def test_stale_lease_is_taken_over_and_old_owner_is_fenced(sessions: db.Sessions
     assert new is not None
     assert new.attempt == 2
 
+    with pytest.raises(LeaseLost):
+        progress(sessions, old, 0, done=1, total=2)
     with pytest.raises(LeaseLost), db.transaction(sessions) as session:
-        commands.save_progress(session, lease=old, lease_seconds=30, done=1, total=2)
+        leases.renew_lease(session, lease=old, lease_seconds=30)
     with pytest.raises(LeaseLost), db.transaction(sessions) as session:
-        commands.finish_job(session, lease=old, status=JobStatus.succeeded, result={"x": 1})
+        leases.finish_job(session, lease=old, status=JobStatus.succeeded, result={"x": 1})
 
+    assert progress(sessions, new, 0, done=1) is False
     with db.transaction(sessions) as session:
-        assert commands.save_progress(session, lease=new, lease_seconds=30, done=1) is False
-        commands.finish_job(session, lease=new, status=JobStatus.succeeded, result={"ok": True})
+        leases.finish_job(session, lease=new, status=JobStatus.succeeded, result={"ok": True})
     job = load(sessions, job_id)
     assert job.status == JobStatus.succeeded
     assert job.result == {"ok": True}
@@ -176,19 +197,14 @@ def test_save_progress_reports_cancel_request(sessions: db.Sessions) -> None:
     job_id = new_job(sessions)
     lease = claim(sessions, job_id, owner="w")
     assert lease is not None
-    with db.transaction(sessions) as session:
-        assert commands.save_progress(session, lease=lease, lease_seconds=30, done=1) is False
+    assert progress(sessions, lease, 0, done=1) is False
     with db.transaction(sessions) as session:
         job = commands.request_cancel(session, job_id=job_id, principal=None)
         assert job.status == JobStatus.running  # running jobs stop between units
         assert job.cancel_requested is True
-    with db.transaction(sessions) as session:
-        assert (
-            commands.save_progress(
-                session, lease=lease, lease_seconds=30, done=2, checkpoint={"step": 2}
-            )
-            is True
-        )
+    with db.transaction(sessions) as session:  # the heartbeat sees it too
+        assert leases.renew_lease(session, lease=lease, lease_seconds=30) is True
+    assert progress(sessions, lease, 1, done=2, checkpoint={"step": 2}) is True
     assert load(sessions, job_id).checkpoint == {"step": 2}
 
 
@@ -196,11 +212,9 @@ def test_retry_resets_a_failed_job(sessions: db.Sessions) -> None:
     job_id = new_job(sessions, max_attempts=1)
     lease = claim(sessions, job_id, owner="w")
     assert lease is not None
+    progress(sessions, lease, 0, done=3, total=10, checkpoint={"at": 3})
     with db.transaction(sessions) as session:
-        commands.save_progress(
-            session, lease=lease, lease_seconds=30, done=3, total=10, checkpoint={"at": 3}
-        )
-        commands.finish_job(
+        leases.finish_job(
             session,
             lease=lease,
             status=JobStatus.failed,
@@ -223,7 +237,60 @@ def test_retry_resets_a_failed_job(sessions: db.Sessions) -> None:
     assert again.attempt == 2
 
 
+def test_a_unit_is_recorded_once_whatever_retries_it(sessions: db.Sessions) -> None:
+    """The unit fence: a unit retried after an uncertain COMMIT finds it was recorded."""
+    job_id = new_job(sessions)
+    lease = claim(sessions, job_id, owner="w")
+    assert lease is not None
+    progress(sessions, lease, 0, done=10, checkpoint={"offset": 10})
+    with pytest.raises(LeaseLost):  # the same unit again: the count has moved on
+        progress(sessions, lease, 0, done=10, checkpoint={"offset": 10})
+    with db.transaction(sessions) as session:
+        state = leases.unit_state(session, lease=lease)
+    assert (state.unit_seq, state.checkpoint, state.cancel_requested) == (1, {"offset": 10}, False)
+    progress(sessions, lease, 1, done=20, checkpoint={"offset": 20})
+    assert load(sessions, job_id).unit_seq == 2
+
+
+def test_a_claim_retried_by_its_owner_gets_its_lease_back(sessions: db.Sessions) -> None:
+    """A claim whose COMMIT failed but happened: the same delivery retrying it must not be
+    locked out by its own lease, nor use up another attempt."""
+    job_id = new_job(sessions)
+    first = claim(sessions, job_id, owner="host:1:task")
+    again = claim(sessions, job_id, owner="host:1:task")
+    assert first is not None
+    assert again == first
+    assert claim(sessions, job_id, owner="host:2:other") is None
+    assert load(sessions, job_id).attempt == 1
+
+
+def test_the_lease_never_reaches_past_the_hard_deadline(sessions: db.Sessions) -> None:
+    job_id = new_job(sessions, time_limit=1)
+    lease = claim(sessions, job_id, owner="w", lease_seconds=30, grace=1)
+    assert lease is not None
+    job = load(sessions, job_id)
+    assert job.run_deadline_at is not None
+    assert job.lease_expires_at == job.run_deadline_at  # 2 s away, not 30
+    with db.transaction(sessions) as session:
+        leases.renew_lease(session, lease=lease, lease_seconds=30)
+    assert load(sessions, job_id).lease_expires_at == job.run_deadline_at
+
+
 # --- reaper -------------------------------------------------------------------------------------
+
+
+def test_a_job_past_its_hard_deadline_fails_for_time_not_for_a_crash(
+    sessions: db.Sessions,
+) -> None:
+    job_id = new_job(sessions, time_limit=0.05)
+    assert claim(sessions, job_id, owner="killed", lease_seconds=30, grace=0.05) is not None
+    time.sleep(0.3)
+    with db.transaction(sessions) as session:
+        reaped = reaper.requeue_expired(session, limit=100)
+    assert reaped.timed_out == [str(job_id)]
+    job = load(sessions, job_id)
+    assert (job.status, job.error_code) == (JobStatus.failed, "time_limit_exceeded")
+    assert job.lease_owner is None
 
 
 def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> None:
@@ -238,9 +305,10 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
     time.sleep(TINY_LEASE * 4)
 
     with db.transaction(sessions) as session:
-        requeued, failed = commands.requeue_expired(session, limit=100)
-    assert [job.id for job in requeued] == [retryable]
-    assert failed == 1
+        reaped = reaper.requeue_expired(session, limit=100)
+    assert reaped.requeued == [str(retryable)]
+    assert reaped.exhausted == [str(exhausted)]
+    assert reaped.timed_out == []
 
     job = load(sessions, retryable)
     assert job.status == JobStatus.queued
@@ -248,12 +316,12 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
     assert job.lease_owner is None
     dead = load(sessions, exhausted)
     assert dead.status == JobStatus.failed
-    assert dead.error_code == commands.ATTEMPTS_EXHAUSTED
+    assert dead.error_code == leases.ATTEMPTS_EXHAUSTED
     assert dead.finished_at is not None
     assert load(sessions, healthy).status == JobStatus.running
 
     with db.transaction(sessions) as session:
-        assert commands.requeue_expired(session, limit=100) == ([], 0)
+        assert reaper.requeue_expired(session, limit=100) == reaper.Reaped()
 
 
 # --- outbox -------------------------------------------------------------------------------------

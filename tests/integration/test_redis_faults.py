@@ -17,11 +17,11 @@ import redis
 from core import db
 from core.broker.breaker import RedisBreaker
 from core.broker.epoch import EPOCH_KEY
-from core.broker.publisher import JobPublisher
+from core.broker.publisher import JobMessage, JobPublisher
 from core.broker.queue_depth import queue_depths
 from core.broker.redis_client import make_redis
 from core.broker.relay import relay_pass, relay_undispatched
-from core.lifecycle import commands, queries
+from core.lifecycle import commands, leases, queries
 from core.lifecycle.states import JobStatus
 from core.models import Job
 from core.settings import Settings
@@ -51,15 +51,24 @@ def new_jobs(sessions: db.Sessions, count: int, kind: str = "noop") -> list[uuid
     with db.transaction(sessions) as session:
         return [
             commands.submit_job(
-                session, kind=kind, params={}, principal_id=None, max_attempts=5
+                session,
+                kind=kind,
+                params={},
+                principal_id=None,
+                max_attempts=5,
+                time_limit_seconds=60,
             ).job.id
             for _ in range(count)
         ]
 
 
+def message(kind: str) -> JobMessage:
+    return JobMessage(kind, uuid.uuid4(), None, 60)
+
+
 def timed_publish(publisher: JobPublisher) -> tuple[bool, float]:
     started = time.perf_counter()
-    published = publisher.publish(kind="noop", job_id=uuid.uuid4())
+    published = publisher.publish(message("noop"))
     return published, time.perf_counter() - started
 
 
@@ -174,7 +183,7 @@ def test_a_redis_that_lost_its_data_gets_the_published_jobs_back(
         assert first == {"published": 2, "pending": 0, "requeued_after_broker_reset": 0}
         assert broker.exists(EPOCH_KEY)
         with db.transaction(sessions) as session:
-            assert commands.claim_job(session, job_id=running, owner="w", lease_seconds=30)
+            assert leases.claim_job(session, job_id=running, owner="w", lease_seconds=30, grace=30)
         assert relay_pass(sessions, publisher, client)["requeued_after_broker_reset"] == 0
 
         private_redis.stop()  # no persistence: both messages and the marker are gone
@@ -206,7 +215,7 @@ def test_queue_depths_go_through_the_breaker(
     breaker = publisher.breaker
     try:
         for kind in ("noop", "sleep", "import"):
-            assert publisher.publish(kind=kind, job_id=uuid.uuid4())
+            assert publisher.publish(message(kind))
         assert queue_depths(client, breaker) == {"default": 2, "imports": 1, "deployments": 0}
 
         private_redis.stop()

@@ -9,9 +9,10 @@ from fastapi.exceptions import RequestValidationError
 
 from api.error_handlers import http_status_for
 from api.middleware import accepted_request_id
-from api.schemas.jobs import PARAMS_MODELS, JobKind, JobSubmission, _percent
+from api.schemas.jobs import JobKind, JobSubmission, _percent
 from core import errors
 from core.broker.task_names import GENERIC_KINDS
+from core.diagnostics import PARAMS_MODELS
 from core.lifecycle.states import JobStatus
 
 

@@ -1,0 +1,113 @@
+"""The per-process recovery loop: outbox relay, lease reaper and lost-message check, on a
+thread of their own in every worker main process and every API process.
+
+Never a Celery task: a task would wait behind the jobs that fill the worker's slots, which is
+exactly when recovery is needed, and would need beat, a singleton whose crash stops
+recovery. Here nothing is a singleton: each pass takes its rows FOR UPDATE SKIP LOCKED, so
+any number of processes run it safely, and recovery works as long as one process of the
+platform is alive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+import structlog
+
+from core import db
+from core.broker.publisher import JobPublisher
+from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, republish_lost
+from core.errors import ConveyorError
+from core.lifecycle import admission
+from core.lifecycle.reaper import reap
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Duty:
+    name: str
+    interval: float
+    run: Callable[[], object]
+    due: float = 0.0
+
+
+def _recheck_waiting(sessions: db.Sessions, older_than: float) -> int:
+    """Safety net of admission (core.lifecycle.admission): jobs held back by a limit are
+    put back in the outbox even when no finishing job woke them (its worker crashed)."""
+    with db.transaction(sessions) as session:
+        return admission.recheck_waiting(session, older_than=older_than)
+
+
+class RecoveryLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: db.Sessions,
+        publisher: JobPublisher,
+        redis_client: redis.Redis,
+    ) -> None:
+        self._duties = [
+            _Duty(
+                "relay",
+                settings.relay_interval,
+                lambda: relay_pass(
+                    sessions, publisher, redis_client, min_age=REQUEST_PUBLISH_GRACE
+                ),
+            ),
+            _Duty("reaper", settings.reaper_interval, lambda: reap(sessions, publisher)),
+            _Duty(
+                "lost_messages",
+                # Often enough that a lost message waits little longer than the setting.
+                min(max(settings.republish_after_seconds / 4, 0.5), 60.0),
+                lambda: republish_lost(
+                    sessions,
+                    publisher,
+                    redis_client,
+                    older_than=settings.republish_after_seconds,
+                ),
+            ),
+            _Duty(
+                "waiting",
+                # A held-back job is offered again within about the setting.
+                settings.waiting_recheck_seconds / 2,
+                lambda: _recheck_waiting(sessions, settings.waiting_recheck_seconds),
+            ),
+        ]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conveyor-recovery", daemon=True)
+
+    def start(self) -> RecoveryLoop:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the current pass finish (bounded by database and Redis timeouts), then stop."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("recovery.stop_timeout")
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            for duty in self._duties:
+                if time.monotonic() >= duty.due and not self._stopping.is_set():
+                    self._run_once(duty)
+                    duty.due = time.monotonic() + duty.interval
+            next_due = min(duty.due for duty in self._duties)
+            self._stopping.wait(max(0.0, next_due - time.monotonic()))
+
+    def _run_once(self, duty: _Duty) -> None:
+        """Errors are logged, never raised: the loop must outlive any outage."""
+        try:
+            duty.run()
+        except ConveyorError as error:  # DatabaseUnavailable, mostly
+            log.warning("recovery.pass_failed", duty=duty.name, code=error.code)
+        except Exception:
+            log.exception("recovery.pass_crashed", duty=duty.name)
