@@ -205,7 +205,9 @@ def _add_process_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     api.set_defaults(handler=cmd_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("-Q", "--queues", type=queue_list, default=list(QUEUES))
+    # Deployments run on workers of their own (`-Q deployments`): an import never waits
+    # behind a deployment, nor the reverse.
+    worker.add_argument("-Q", "--queues", type=queue_list, default=[DEFAULT_QUEUE, IMPORTS_QUEUE])
     worker.add_argument("-c", "--concurrency", type=positive_int, help="pool size")
     worker.add_argument("-n", "--hostname", help="node name, e.g. imports@%%h")
     worker.add_argument("-P", "--pool", choices=POOLS, default="prefork")

@@ -19,15 +19,13 @@ from sqlalchemy.orm import Session
 
 from core.deployments.spec import KIND
 from core.lifecycle import admission
-from core.lifecycle.admission import Refusal
+from core.lifecycle.admission import CONCURRENCY_LIMIT, TARGET_BUSY, Refusal
 from core.lifecycle.clock import now
 from core.lifecycle.states import JobStatus
 from core.models import DeploymentTarget, Job
 
 # pg_advisory_xact_lock key shared by every deployment admission and wake-up ("deploy").
 ADMISSION_LOCK_KEY = 0x6465_706C_6F79
-CONCURRENCY_LIMIT = "concurrency_limit"
-TARGET_BUSY = "target_busy"
 
 
 def record_targets(session: Session, *, job_id: uuid.UUID, lock_keys: list[str]) -> None:

@@ -1,12 +1,13 @@
 """Holding a queued job back on purpose (a limit is reached) without holding a worker slot.
 
 A job kind may have an ``Admission``. The claim asks it first, in the claim's transaction:
-if it refuses, the job is not claimed, stays ``queued`` with a ``waiting_reason``, and the
-delivery is acknowledged, so the worker's slot is free at once. The job is offered again
-when its kind releases something (``Admission.released``, called in the finishing
-transaction of a job of that kind: it puts waiting jobs back in the outbox) and, as a safety
-net for a finisher that crashed or a lease that expired, by every relay pass once it has
-waited ``waiting_recheck_seconds``.
+if it refuses, the job is not claimed, stays ``queued`` with a ``waiting_reason`` (so the
+relay leaves it alone: core.lifecycle.outbox), and the delivery is acknowledged, so the
+worker's slot is free at once. The job is offered again — reason cleared, back in the
+outbox — when its kind releases something (``Admission.released``, called in the finishing
+transaction of a job of that kind) and, as a safety net for a finisher that crashed or a
+lease that expired, by the recovery loop once it has waited ``waiting_recheck_seconds``.
+Only the reasons below are cleared that way; others (a paused queue) belong to their owner.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
 WAITING_EVENT = "waiting"
+CONCURRENCY_LIMIT = "concurrency_limit"
+TARGET_BUSY = "target_busy"
+ADMISSION_REASONS = (CONCURRENCY_LIMIT, TARGET_BUSY)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def hold(session: Session, *, job_id: uuid.UUID, refusal: Refusal) -> bool:
         sa.update(Job)
         .execution_options(synchronize_session=False)
         .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-        .values(waiting_reason=refusal.reason, updated_at=now())
+        .values(waiting_reason=refusal.reason, dispatched_at=None, updated_at=now())
         .returning(Job.attempt)
     ).first()
     if row is None:
@@ -68,17 +72,17 @@ def hold(session: Session, *, job_id: uuid.UUID, refusal: Refusal) -> bool:
 
 
 def wake(session: Session, *, kind: str) -> int:
-    """Put the waiting jobs of ``kind`` back in the outbox, to be offered again."""
+    """Put the waiting jobs of ``kind`` back in the outbox, to be offered again (the relay
+    publishes them on its next pass; ``updated_at`` is left alone so no grace delays it)."""
     result = session.execute(
         sa.update(Job)
         .execution_options(synchronize_session=False)
         .where(
             Job.kind == kind,
             Job.status == JobStatus.queued.value,
-            Job.waiting_reason.is_not(None),
-            Job.dispatched_at.is_not(None),
+            Job.waiting_reason.in_(ADMISSION_REASONS),
         )
-        .values(dispatched_at=None)
+        .values(waiting_reason=None, dispatched_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -91,10 +95,9 @@ def recheck_waiting(session: Session, *, older_than: float) -> int:
         .execution_options(synchronize_session=False)
         .where(
             Job.status == JobStatus.queued.value,
-            Job.waiting_reason.is_not(None),
-            Job.dispatched_at.is_not(None),
+            Job.waiting_reason.in_(ADMISSION_REASONS),
             Job.updated_at < in_seconds(-older_than),
         )
-        .values(dispatched_at=None)
+        .values(waiting_reason=None, dispatched_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -78,7 +78,8 @@ class EventRecorder:
     def to_line(self, event: dict[str, Any]) -> LogLine:
         name = str(event.get("event") or "unknown")
         event_data: dict[str, Any] = event.get("event_data") or {}
-        data: dict[str, Any] = {"counter": event.get("counter")}
+        # When Ansible emitted it (its callback's clock): how late a reader sees it.
+        data: dict[str, Any] = {"counter": event.get("counter"), "created": event.get("created")}
         host = event_data.get("host")
         if name in HOST_RESULT_EVENTS:
             data.update(self._host_result(name, str(host), event_data))

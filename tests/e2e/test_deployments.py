@@ -239,7 +239,7 @@ def test_global_cap_and_target_lock(deploy, tmp_path):
         for address, record in zip(ADDRESSES, records, strict=True)
     ]
     waiting = wait_for(
-        lambda: [deploy.job(j) for j in jobs if deploy.job(j)["waiting_reason"]],
+        lambda: [job for job in map(deploy.job, jobs) if job["waiting_reason"]],
         timeout=60,
         message="a deployment waiting for the cap",
     )
@@ -260,7 +260,7 @@ def test_global_cap_and_target_lock(deploy, tmp_path):
         deploy.body("window.yml", [one_host], extra_vars={"seconds": 3, "record": str(same[1])})
     )
     blocked = wait_for(
-        lambda: deploy.job(second)["waiting_reason"] and deploy.job(second),
+        lambda: (job := deploy.job(second))["waiting_reason"] and job,
         timeout=30,
         message="second waits for the target",
     )
