@@ -13,6 +13,7 @@ from core.deployments.inventory import build_inventory
 from core.deployments.retry_policy import RunOutcome, decide_retry
 from core.deployments.spec import DeploymentSpec
 from core.errors import InvalidRequest
+from core.lifecycle.job_logs import LogLine
 from core.secrets.redact import MASK, Redactor, leaf_strings
 from core.settings import Settings
 from jobs.deployments.ansible_events import EventRecorder, clean_output, recap_from_stats
@@ -147,7 +148,7 @@ def test_inventory_lists_hosts_groups_and_the_key_file():
 
 
 def test_events_become_redacted_log_lines_and_a_recap():
-    written = []
+    written: list[LogLine] = []
     recorder = EventRecorder(Redactor(["s3cret-value"]), written.extend)
     recorder(
         {
