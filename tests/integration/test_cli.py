@@ -34,10 +34,16 @@ def cli_env(**overrides: str) -> dict[str, str]:
 
 
 def conveyor(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60, input_text: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(CONVEYOR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(CONVEYOR), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
     )
 
 
