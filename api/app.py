@@ -21,7 +21,7 @@ from api.dispatcher import Dispatcher
 from api.log_notifier import LogNotifier
 from api.middleware import RequestContextMiddleware
 from api.routes import api_keys, deployments, health, imports, job_logs, jobs, metrics, secrets
-from core import db
+from core import db, tracing
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
@@ -94,4 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in (imports.router, deployments.router, job_logs.router, secrets.router):
         app.include_router(router)
+    if tracing.configure("conveyor-api"):
+        # Outermost, so the request's span is current in our middleware and the routes.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
     return app

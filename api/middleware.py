@@ -14,6 +14,7 @@ import time
 import uuid
 
 import structlog
+from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +46,9 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:  # tracing is on: this request's trace (a submit's = its job's)
+            structlog.contextvars.bind_contextvars(trace_id=format(span_context.trace_id, "032x"))
         status_code = 500  # what the client gets if the app raises before responding
         started = time.perf_counter()
 

@@ -58,8 +58,16 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
 
 
-def bind_job_context(*, job_id: str, request_id: str | None, attempt: int | None = None) -> None:
-    structlog.contextvars.bind_contextvars(job_id=job_id, request_id=request_id, attempt=attempt)
+def bind_job_context(
+    *,
+    job_id: str,
+    request_id: str | None,
+    trace_id: str | None = None,
+    attempt: int | None = None,
+) -> None:
+    structlog.contextvars.bind_contextvars(
+        job_id=job_id, request_id=request_id, trace_id=trace_id, attempt=attempt
+    )
 
 
 def clear_context() -> None:

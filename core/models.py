@@ -65,6 +65,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.Text)
     request_fingerprint: Mapped[str] = mapped_column(sa.Text)
     request_id: Mapped[str | None] = mapped_column(sa.Text)
+    # The job's trace (core.tracing): its id for logs and clients, and the W3C context of the
+    # submit that every publish of the job continues (NULL when tracing was off).
+    trace_id: Mapped[str | None] = mapped_column(sa.Text)
+    traceparent: Mapped[str | None] = mapped_column(sa.Text)
 
     attempt: Mapped[int] = mapped_column(default=0, server_default="0")
     max_attempts: Mapped[int] = mapped_column(default=5, server_default="5")

@@ -26,6 +26,17 @@ DEFAULT_TIME_LIMITS = {
 }
 
 
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` -> [(host, port), ...]."""
+    addresses = []
+    for entry in value.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port entries separated by commas, got {entry!r}")
+        addresses.append((host, int(port)))
+    return addresses
+
+
 class Settings(BaseSettings):
     """Every knob Conveyor reads, from ``CONVEYOR_*`` environment variables or ``.env``."""
 
@@ -48,6 +59,13 @@ class Settings(BaseSettings):
     # tcp_user_timeout, unacknowledged sends fail after about three times this.
     database_keepalive_seconds: int = Field(default=10, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # High availability: with Sentinels set (host:port,host:port,...), every Redis user in
+    # the platform (Celery broker, publisher, relay, health, Flower) finds the master of
+    # ``redis_master_name`` through them; redis_url then only gives the database number and
+    # the master's credentials (redis://[user:password@]any-host/db).
+    redis_sentinels: str | None = None
+    redis_master_name: str = "conveyor"
+    redis_sentinel_password: SecretStr | None = None
     redis_socket_timeout: float = Field(default=0.5, gt=0)
 
     api_host: str = "127.0.0.1"
@@ -150,6 +168,19 @@ class Settings(BaseSettings):
                 f"({self.reaper_bound_seconds}): a crashed worker's job would wait longer"
             )
         return self
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_addresses(value)  # raises ValueError with the offending entry
+            return value.strip()
+        return None
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels as (host, port) pairs; empty without Sentinel."""
+        return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
 
     @field_validator("time_limits")
     @classmethod

@@ -29,5 +29,13 @@ class Channel(kombu_redis.Channel):
         return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same fix for the Sentinel channel (the master found through Sentinel)."""
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

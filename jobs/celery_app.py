@@ -12,8 +12,9 @@ import redis
 import sqlalchemy as sa
 import structlog
 from celery import Celery, bootsteps, signals
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-from core import db
+from core import db, tracing
 from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
@@ -83,8 +84,10 @@ class ConveyorCelery(Celery):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         super().__init__("conveyor", set_as_current=True)
         self.conf.update(celery_config(settings))
-        # Survive losing Redis and reconnect within a second after it is back.
-        self.conf.broker_transport = "jobs.broker_transport:Transport"
+        # Survive losing Redis and reconnect within a second after it is back (or after a
+        # Sentinel failover).
+        transport = "SentinelTransport" if settings.sentinel_addresses else "Transport"
+        self.conf.broker_transport = f"jobs.broker_transport:{transport}"
         self.conf.worker_consumer = "jobs.worker_consumer:QuickReconnectConsumer"
         # On the app object, not in ``conf``: Celery shows its conf to anyone who can reach
         # the broker (``inspect conf``, Flower), and settings hold credentials.
@@ -144,9 +147,26 @@ def _register_job_task(
     app.task(name=route_for(kind).task, base=JobTask, bind=True)(run)
 
 
+class TaskSpans(CeleryInstrumentor):
+    """The Celery instrumentation's task-run spans (children of the publish span whose
+    context the message carries), without its publish hooks: we publish with ``send_task``,
+    for which its ``after_task_publish`` hook never ends the span its ``before_task_publish``
+    started (0.66b1: the task is not in the publisher's registry); core.broker.publisher
+    makes that span instead."""
+
+    def _trace_before_publish(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    @staticmethod
+    def _trace_after_publish(*args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def make_celery(settings: Settings) -> ConveyorCelery:
     app = ConveyorCelery(settings)
     admissions = job_admissions(settings)
+    if tracing.configure("conveyor-worker"):
+        TaskSpans().instrument()  # type: ignore[no-untyped-call]
     for kind, body in JOB_BODIES.items():
         _register_job_task(app, kind, body, admissions.get(kind))
     app.steps["worker"].add(RecoveryStep)

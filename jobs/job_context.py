@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from core import db
+from core import db, tracing
 from core.errors import DatabaseUnavailable, JobCancelled, LeaseLost
 from core.lifecycle import leases
 from core.lifecycle.heartbeat import StopReason, StopSignal
@@ -116,7 +116,10 @@ class JobContext:
                 raise LeaseLost()  # the job is someone else's now: stop retrying
             return self._commit_once(work, expected, check_applied=tries > 1)
 
-        cancel = self.retry_database(attempt)
+        with tracing.tracer.start_as_current_span(
+            "job.unit", attributes={"conveyor.unit_seq": expected + 1}
+        ):
+            cancel = self.retry_database(attempt)
         self.unit_seq = expected + 1
         if cancel:
             raise JobCancelled()

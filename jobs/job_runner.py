@@ -15,7 +15,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from core import db
+from core import db, tracing
 from core.errors import (
     ConveyorError,
     DatabaseUnavailable,
@@ -45,10 +45,13 @@ class JobTask(Task):  # type: ignore[misc]
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.runtime.settings
         try:
-            ctx = with_database_retry(
-                lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
-                window=settings.lease_seconds * 4,
-            )
+            with tracing.tracer.start_as_current_span(
+                "job.claim", attributes={"conveyor.job_id": job_id}
+            ):
+                ctx = with_database_retry(
+                    lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
+                    window=settings.lease_seconds * 4,
+                )
         except DatabaseUnavailable:
             # Acking now would lose the message while the row says "dispatched": put it
             # back on the queue instead, for a later delivery to claim.
@@ -69,7 +72,10 @@ class JobTask(Task):  # type: ignore[misc]
         finally:
             heartbeat.stop()
         if outcome is not None:
-            _finish(ctx, outcome, admission)
+            with tracing.tracer.start_as_current_span(
+                "job.finish", attributes={"conveyor.status": outcome[0].value}
+            ):
+                _finish(ctx, outcome, admission)
 
     def _claim(
         self,
@@ -92,7 +98,12 @@ class JobTask(Task):  # type: ignore[misc]
                 log.info("job.not_claimed", job_id=str(job_id))
                 return None
             job = leases.load_claimed(session, lease=lease)
-            bind_job_context(job_id=str(job_id), request_id=job.request_id, attempt=lease.attempt)
+            bind_job_context(
+                job_id=str(job_id),
+                request_id=job.request_id,
+                trace_id=job.trace_id,
+                attempt=lease.attempt,
+            )
             return JobContext(
                 job_id=job_id,
                 kind=job.kind,

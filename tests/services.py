@@ -98,9 +98,10 @@ def unique_name(prefix: str) -> str:
 class RedisServer:
     """A private redis-server on a random port that a test may stop, pause or restart."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *extra_args: str) -> None:
         self.port = free_port()
         self.dir = tmp
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -122,6 +123,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

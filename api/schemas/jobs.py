@@ -69,6 +69,9 @@ class JobOut(BaseModel):
         "null otherwise."
     )
     time_limit_seconds: float = Field(description="Run-time limit of one attempt.")
+    trace_id: str | None = Field(
+        description="The job's trace (OpenTelemetry when enabled); in every log line about it."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -93,6 +96,7 @@ class JobOut(BaseModel):
             cancel_requested=job.cancel_requested,
             waiting_reason=job.waiting_reason,
             time_limit_seconds=job.time_limit_seconds,
+            trace_id=job.trace_id,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -4,14 +4,30 @@ on serialisation, queues and routes. Building the app is the caller's job."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from core.broker.redis_client import sentinel_kwargs
 from core.broker.task_names import DEFAULT_QUEUE, celery_routes
 from core.settings import Settings
 
 
+def broker_url(settings: Settings) -> str:
+    """``redis_url``, or with Sentinel one ``sentinel://`` URL per Sentinel (kombu's form),
+    carrying the master's credentials and database number."""
+    if not settings.sentinel_addresses:
+        return settings.redis_url
+    url = urlsplit(settings.redis_url)
+    userinfo = url.netloc.rpartition("@")[0]
+    auth = f"{userinfo}@" if userinfo else ""
+    db = url.path.strip("/") or "0"
+    return ";".join(
+        f"sentinel://{auth}{host}:{port}/{db}" for host, port in settings.sentinel_addresses
+    )
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     timeout = settings.redis_socket_timeout
-    transport_options = {
+    transport_options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         # Never block a publish on a dead broker: the outbox relay retries later.
@@ -19,8 +35,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": False,
         "health_check_interval": 10,
     }
+    if settings.sentinel_addresses:
+        transport_options["master_name"] = settings.redis_master_name
+        transport_options["sentinel_kwargs"] = sentinel_kwargs(settings)
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         "broker_transport_options": transport_options,
         "broker_connection_timeout": timeout,
         "broker_connection_retry_on_startup": True,

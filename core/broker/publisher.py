@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pybreaker
 import structlog
 from celery import Celery
+from opentelemetry.trace import SpanKind
 
-from core import db
+from core import db, tracing
 from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
-from core.broker.task_names import route_for
+from core.broker.task_names import Route, route_for
 from core.lifecycle import outbox
 from core.models import Job
 from core.settings import Settings
@@ -29,10 +31,11 @@ class JobMessage:
     job_id: uuid.UUID
     request_id: str | None
     time_limit_seconds: float
+    traceparent: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobMessage:
-        return cls(job.kind, job.id, job.request_id, job.time_limit_seconds)
+        return cls(job.kind, job.id, job.request_id, job.time_limit_seconds, job.traceparent)
 
 
 class JobPublisher:
@@ -52,6 +55,25 @@ class JobPublisher:
 
     def _send(self, message: JobMessage) -> None:
         route = route_for(message.kind)
+        headers: dict[str, Any] = {"request_id": message.request_id} if message.request_id else {}
+        if tracing.is_configured():
+            # Every publish of a job (direct, relay, reaper) continues the job's trace; the
+            # worker's task span is a child of this one (W3C headers in the message).
+            with tracing.tracer.start_as_current_span(
+                f"publish {route.task}",
+                context=tracing.job_context(message.traceparent),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "conveyor.job_id": str(message.job_id),
+                    "messaging.destination": route.queue,
+                },
+            ):
+                tracing.inject(headers)
+                self._send_task(route, message, headers)
+        else:
+            self._send_task(route, message, headers)
+
+    def _send_task(self, route: Route, message: JobMessage, headers: dict[str, Any]) -> None:
         # The job's run-time limit travels with the message: a prefork worker raises
         # SoftTimeLimitExceeded in the body at the limit and kills the pool process at
         # limit + grace (the heartbeat also stops the body at the limit, in any pool).
@@ -59,7 +81,7 @@ class JobPublisher:
             route.task,
             args=[str(message.job_id)],
             queue=route.queue,
-            headers={"request_id": message.request_id} if message.request_id else None,
+            headers=headers or None,
             soft_time_limit=message.time_limit_seconds,
             time_limit=message.time_limit_seconds + self.grace_seconds,
             retry=False,

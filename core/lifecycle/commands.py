@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from core import tracing
 from core.api_keys import Principal
 from core.errors import IdempotencyConflict, InvalidRequest, InvalidTransition
 from core.lifecycle.clock import now
@@ -60,6 +61,7 @@ def submit_job(
     ``time_limit_seconds`` bounds each attempt's run time (settings.time_limit_for(kind), or
     what the job asked for where its kind allows)."""
     fingerprint = request_fingerprint({"kind": kind, "params": params, **(fingerprint_extra or {})})
+    trace_id, traceparent = tracing.new_job_trace()
     values = {
         "id": uuid.uuid4(),
         "kind": kind,
@@ -68,6 +70,8 @@ def submit_job(
         "idempotency_key": idempotency_key,
         "request_fingerprint": fingerprint,
         "request_id": request_id,
+        "trace_id": trace_id,
+        "traceparent": traceparent,
         "max_attempts": max_attempts,
         "time_limit_seconds": time_limit_seconds,
         "status": JobStatus.queued.value,

@@ -30,6 +30,7 @@ JOB_FIELDS = {
     "cancel_requested",
     "waiting_reason",
     "time_limit_seconds",
+    "trace_id",
     "created_at",
     "started_at",
     "finished_at",

@@ -20,7 +20,7 @@ from core.models import Job
 
 T = TypeVar("T")
 
-TINY_LEASE = 0.05
+TINY_LEASE = 0.5  # long enough to outlast the next statement on a loaded machine
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_stale_lease_is_taken_over_and_old_owner_is_fenced(sessions: db.Sessions
     old = claim(sessions, job_id, owner="zombie", lease_seconds=TINY_LEASE)
     assert old is not None
     assert claim(sessions, job_id, owner="eager") is None  # lease still valid
-    time.sleep(TINY_LEASE * 4)
+    time.sleep(TINY_LEASE * 2)
 
     new = claim(sessions, job_id, owner="rescuer")
     assert new is not None
@@ -302,7 +302,7 @@ def test_requeue_expired_requeues_and_fails_exhausted(sessions: db.Sessions) -> 
     assert claim(sessions, healthy, owner="alive", lease_seconds=30) is not None
     with db.transaction(sessions) as session:  # as if published before the worker died
         outbox.mark_dispatched(session, job_ids=[retryable, exhausted, healthy])
-    time.sleep(TINY_LEASE * 4)
+    time.sleep(TINY_LEASE * 2)
 
     with db.transaction(sessions) as session:
         reaped = reaper.requeue_expired(session, limit=100)

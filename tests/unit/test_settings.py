@@ -10,6 +10,8 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from cli.main import describe_settings_error
+from core.broker.celery_config import celery_config
+from core.broker.redis_client import master_credentials
 from core.settings import DEV_SECRET, DEV_SECRETS_KEY, Settings
 
 GOOD_SECRET = "s" * 40
@@ -125,3 +127,40 @@ def test_secrets_key_takes_several_keys_newest_first():
     settings = build(secrets_key=f" {GOOD_SECRETS_KEY} , {other}")
 
     assert settings.secrets_key.get_secret_value().count(",") == 1
+
+
+def test_time_limits_override_the_defaults_entry_by_entry():
+    settings = build(time_limits={"sleep": 60})
+    assert settings.time_limit_for("sleep") == 60
+    assert settings.time_limit_for("import") == 3600
+    assert settings.time_limit_for("some_new_kind") == settings.time_limits["default"]
+    with pytest.raises(ValidationError, match="positive"):
+        build(time_limits={"noop": 0})
+
+
+def test_sentinel_settings_make_every_redis_user_go_through_the_sentinels():
+    plain = build(redis_url="redis://:pw@cache:6380/2")
+    assert plain.sentinel_addresses == []
+    assert celery_config(plain)["broker_url"] == "redis://:pw@cache:6380/2"
+
+    ha = build(
+        redis_url="redis://app:s3cret@ignored/2",
+        redis_sentinels="s1:26379, s2:26380",
+        redis_master_name="main",
+        redis_sentinel_password="sentinel-pw",
+    )
+    assert ha.sentinel_addresses == [("s1", 26379), ("s2", 26380)]
+    config = celery_config(ha)
+    assert config["broker_url"] == (
+        "sentinel://app:s3cret@s1:26379/2;sentinel://app:s3cret@s2:26380/2"
+    )
+    options = config["broker_transport_options"]
+    assert options["master_name"] == "main"
+    assert options["sentinel_kwargs"]["password"] == "sentinel-pw"
+    assert master_credentials(ha) == {"db": 2, "username": "app", "password": "s3cret"}
+
+
+@pytest.mark.parametrize("value", ["s1", "s1:port", "s1:70000", ":26379", "s1:26379,"])
+def test_malformed_sentinel_lists_are_refused(value):
+    with pytest.raises(ValidationError, match="host:port"):
+        build(redis_sentinels=value)
