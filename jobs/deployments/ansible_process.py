@@ -168,6 +168,11 @@ class _Canceller:
         if not self.should_stop():
             return False
         self.stopped = True
+        self.end_tree()
+        return True
+
+    def end_tree(self) -> None:
+        """SIGTERM to the guard (which ends the tree), then wait until it has exited."""
         pid = _guard_status(self.status_file).get("pid")
         if isinstance(pid, int):
             with suppress(ProcessLookupError):
@@ -177,7 +182,6 @@ class _Canceller:
                 time.sleep(0.02)
             if _alive(pid):  # the guard itself is stuck: the survivor sweep finishes it
                 log.warning("deploy.guard_stuck", pid=pid)
-        return True
 
 
 def run_playbook(
@@ -210,7 +214,13 @@ def run_playbook(
     config.env = _scrubbed(config.env, _environment(run))
     canceller = _Canceller(should_stop, status_file, run.kill_grace)
     runner = ansible_runner.Runner(config=config, event_handler=on_event, cancel_callback=canceller)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        # An error out of runner (e.g. the event handler found the lease lost) leaves
+        # ansible-playbook running under a live worker: end it before going on.
+        if _guard_status(status_file).get("running"):
+            canceller.end_tree()
     guard = _guard_status(status_file)
     return RunResult(
         status=str(runner.status),

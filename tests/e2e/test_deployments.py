@@ -366,3 +366,19 @@ def test_secrets_never_leak(deploy, git_server, database_url, tmp_path):
     assert run_root is not None
     assert list(run_root.iterdir()) == [], "files left in the run directory"
     assert processes_of(job["id"]) == []
+
+
+def test_clone_without_the_token_and_a_missing_secret_fail_clearly(deploy, git_server):
+    url = git_server.add_repo("private", {"site.yml": "- hosts: all\n  tasks: []\n"})
+    refused_before = git_server.refused
+    no_token = deploy.body("site.yml", [target(deploy.sshd)], source={"git": {"url": url}})
+    job = deploy.wait(deploy.submit(no_token))
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "git_clone_failed"
+    assert git_server.refused > refused_before
+
+    missing = deploy.body("touch.yml", [target(deploy.sshd)], secrets_ref="no-such-secret")
+    job = deploy.wait(deploy.submit(missing))
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "secret_not_found"
+    assert "'no-such-secret' (secrets_ref)" in job["error"]["message"]
