@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,9 @@ def main() -> None:
         redis_server.stop()
         engine.dispose()
         services.drop_database(name)
+        if settings.deploy_run_dir is not None:
+            shutil.rmtree(settings.deploy_run_dir.parent, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     def ms(values: list[float], q: float) -> str:
         return f"{percentile(values, q) * 1000:.0f} ms"

@@ -4,6 +4,7 @@ expires, and another worker runs the deployment again as attempt 2."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -88,3 +89,6 @@ def test_killed_worker_leaves_no_orphan_and_the_deployment_recovers(
     finally:
         sshd.stop()
         flush_redis(settings.redis_url)
+        if settings.deploy_run_dir is not None:
+            shutil.rmtree(settings.deploy_run_dir.parent, ignore_errors=True)
+        shutil.rmtree(sshd.dir, ignore_errors=True)
