@@ -26,6 +26,7 @@ from core.lifecycle.recovery import RecoveryLoop
 from core.logging import clear_context, configure_logging
 from core.settings import Settings, get_settings
 from jobs import diagnostics
+from jobs.deployments import run_dir
 from jobs.deployments.run_deployment import run_deployment
 from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
@@ -180,10 +181,15 @@ def make_celery(settings: Settings) -> ConveyorCelery:
     def _clear_log_context(**_: Any) -> None:
         clear_context()
 
+    def _sweep_run_dirs(**_: Any) -> None:
+        # A worker killed mid-deployment left its private directory (key, variables).
+        run_dir.sweep(run_dir.run_root(settings.deploy_run_dir))
+
     # Connecting setup_logging stops Celery from configuring logging its own way.
     signals.setup_logging.connect(_logging, weak=False)
     signals.worker_process_init.connect(_after_fork, weak=False)
     signals.task_postrun.connect(_clear_log_context, weak=False)
+    signals.worker_ready.connect(_sweep_run_dirs, weak=False)
 
     return app
 

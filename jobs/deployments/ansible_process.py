@@ -37,6 +37,8 @@ MARKER_ENV = "CONVEYOR_DEPLOYMENT_JOB"
 # How often runner polls the cancel callback (and so how soon a cancel is seen).
 CANCEL_POLL_SECONDS = 0.25
 VENV_BIN = Path(sys.executable).parent
+# No stdout/stderr artifact files (unredacted output); poll the cancel callback often.
+RUNNER_SETTINGS = {"pexpect_timeout": CANCEL_POLL_SECONDS, "suppress_output_file": True}
 SOCKET_PATH_MAX = 108
 CONTROL_NAME_CHARS = 12  # "/" + Ansible's 10-character hash + NUL
 
@@ -199,13 +201,16 @@ def run_playbook(
     _write_private(inventory, json.dumps(run.inventory))
     _write_private(variables, json.dumps(run.variables))
     status_file = work / "guard.json"
+    # runner 2.4.3 replaces a ``settings=`` argument by the contents of env/settings, or by
+    # {} when that file is missing: the settings must be in the file to count.
+    (work / "env").mkdir(mode=0o700)
+    _write_private(work / "env" / "settings", json.dumps(RUNNER_SETTINGS))
     config = ansible_runner.RunnerConfig(
         private_data_dir=str(work),
         project_dir=str(run.project_dir),
         inventory=str(inventory),
         binary=str(_shim(run, status_file)),
         cmdline=shlex.join(["-e", f"@{variables}", run.playbook]),
-        settings={"pexpect_timeout": CANCEL_POLL_SECONDS, "suppress_output_file": True},
         suppress_output_file=True,
         quiet=True,
         ident="ansible",

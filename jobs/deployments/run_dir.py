@@ -5,7 +5,8 @@ disk), deleted when the attempt ends.
 
 A worker killed mid-run cannot delete its directory, so every attempt first sweeps the root:
 directories of earlier attempts of the same job, and of worker processes that no longer
-exist, are removed. Names are ``<job id>.<attempt>.<worker pid>``.
+exist, are removed; so does every worker when it starts. Names are
+``<job id>.<attempt>.<worker pid>``.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep(root: Path, *, job_id: uuid.UUID) -> list[str]:
-    """Remove what crashed attempts left behind; returns the names removed."""
-    removed = []
+def sweep(root: Path, *, job_id: uuid.UUID | None = None) -> list[str]:
+    """Remove what crashed attempts left behind (and earlier attempts of ``job_id``);
+    returns the names removed. Also run when a worker starts."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
     for entry in root.iterdir():
         parts = entry.name.split(".")
         if len(parts) != 3 or not parts[2].isdigit():
             continue
-        if parts[0] == str(job_id) or not _pid_alive(int(parts[2])):
+        if (job_id is not None and parts[0] == str(job_id)) or not _pid_alive(int(parts[2])):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
     if removed:

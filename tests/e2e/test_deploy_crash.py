@@ -75,16 +75,25 @@ def test_killed_worker_leaves_no_orphan_and_the_deployment_recovers(
                 message="the killed worker's Ansible processes to end",
             )
             assert not Path(f"{record}.end").exists()
+            run_root = settings.deploy_run_dir
+            assert run_root is not None
+            left = {entry.name for entry in run_root.iterdir()}
+            assert left, "the killed attempt's private directory should still be there"
 
             platform.start_worker(queues="deployments", concurrency=1)
+            # The new worker sweeps it when it starts (and the next attempt would anyway).
+            wait_for(
+                lambda: not left & {entry.name for entry in run_root.iterdir()},
+                timeout=30,
+                message="the dead attempt's private directory to be swept",
+            )
             job = wait_terminal(client, job_id, timeout=120)
             assert job["status"] == "succeeded", job
             assert job["attempt"] == 2
             assert [run["attempt"] for run in job["result"]["runs"]] == [2]
             assert Path(f"{record}.end").exists()
             assert processes_of(job_id) == []
-            assert settings.deploy_run_dir is not None
-            assert list(settings.deploy_run_dir.iterdir()) == []
+            assert list(run_root.iterdir()) == []
             client.close()
     finally:
         sshd.stop()
