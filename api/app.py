@@ -15,13 +15,32 @@ from importlib.metadata import PackageNotFoundError, version
 
 import anyio.to_thread
 from fastapi import FastAPI
+from prometheus_client import start_http_server
+from starlette.middleware.gzip import GZipMiddleware
 
 from api import error_handlers
 from api.dispatcher import Dispatcher
+from api.guards import (
+    BodyLimitMiddleware,
+    ProblemCORSMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedHostMiddleware,
+)
 from api.log_notifier import LogNotifier
 from api.middleware import RequestContextMiddleware
-from api.routes import api_keys, deployments, health, imports, job_logs, jobs, metrics, secrets
+from api.routes import (
+    api_keys,
+    deployments,
+    docs,
+    health,
+    imports,
+    job_logs,
+    jobs,
+    metrics,
+    secrets,
+)
 from core import db, tracing
+from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
@@ -62,6 +81,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.log_notifier = LogNotifier(
         settings.libpq_url, connect_timeout=settings.database_connect_timeout
     )
+    app.state.auth_throttle = AuthThrottle(
+        redis_client=redis_client,
+        breaker=breaker,
+        limit=settings.auth_failure_limit,
+        window=settings.auth_failure_window,
+    )
+    metrics_server = None
+    if settings.metrics_port is not None:
+        metrics_server, _ = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=app.state.metrics
+        )
     # Relay, reaper and lost-message check on their own thread: every API process recovers
     # the platform's jobs as every worker does, so no beat and no single process is needed.
     recovery = RecoveryLoop(
@@ -72,6 +102,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await anyio.to_thread.run_sync(recovery.stop)
         await app.state.log_notifier.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         app.state.dispatcher.close()
         publisher.close()
         redis_client.close()
@@ -86,11 +119,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_version(),
         summary="Background jobs on Celery + Redis, with PostgreSQL as the source of truth.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.routes.docs, under a strict CSP
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     error_handlers.install(app)
-    app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, metrics.router, jobs.router, api_keys.router):
+    _add_middleware(app, settings)
+    for router in (health.router, metrics.router, jobs.router, api_keys.router, docs.router):
         app.include_router(router)
     for router in (imports.router, deployments.router, job_logs.router, secrets.router):
         app.include_router(router)
@@ -100,3 +136,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
     return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost last. A request meets: request id and access log, security headers, the
+    Host check, CORS, the body cap, compression, then the routes."""
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_body_bytes,
+        upload_limit=settings.max_upload_bytes,
+    )
+    app.add_middleware(
+        ProblemCORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "traceparent",
+            "tracestate",
+        ],
+        expose_headers=["Location", "X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestContextMiddleware)

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.dispatcher import Dispatcher
 from core import api_keys, db
 from core.api_keys import Principal, Role
+from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
 from core.errors import Forbidden, NotFound, Unauthenticated
@@ -59,6 +60,11 @@ async def _breaker(request: Request) -> RedisBreaker:
     return breaker
 
 
+async def _throttle(request: Request) -> AuthThrottle:
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    return throttle
+
+
 async def _request_id(request: Request) -> str | None:
     request_id: str | None = getattr(request.state, "request_id", None)
     return request_id
@@ -71,24 +77,49 @@ JobDispatcher = Annotated[Dispatcher, Depends(_dispatcher)]
 RedisClient = Annotated[redis.Redis, Depends(_redis)]
 Breaker = Annotated[RedisBreaker, Depends(_breaker)]
 RequestId = Annotated[str | None, Depends(_request_id)]
+Throttle = Annotated[AuthThrottle, Depends(_throttle)]
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def check_secret(request: Request, throttle: AuthThrottle, verify: Callable[[], bool]) -> bool:
+    """Every credential check goes through here: an address that failed too often gets
+    429 before its credential is even looked at, and each failure is counted."""
+    address = client_address(request)
+    throttle.check(address)
+    if verify():
+        return True
+    throttle.record_failure(address)
+    return False
 
 
 def _current_principal(
+    request: Request,
     sessions: Sessions,
     settings: AppSettings,
+    throttle: Throttle,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated()
-    with db.transaction(sessions) as session:
-        principal = api_keys.authenticate(
-            session,
-            key=credentials.credentials,
-            pepper=settings.secret_key.get_secret_value(),
-        )
-    if principal is None:
+    found: list[Principal] = []
+
+    def verify() -> bool:
+        with db.transaction(sessions) as session:
+            principal = api_keys.authenticate(
+                session,
+                key=credentials.credentials,
+                pepper=settings.secret_key.get_secret_value(),
+            )
+        found.extend([principal] if principal is not None else [])
+        return principal is not None
+
+    if not check_secret(request, throttle, verify):
         raise Unauthenticated("Unknown or revoked API key.")
-    return principal
+    return found[0]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]

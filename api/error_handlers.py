@@ -8,6 +8,7 @@ traceback goes to the log, never to the client.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from core.errors import (
+    BadRequest,
     BrokerUnavailable,
     Conflict,
     ConveyorError,
@@ -31,6 +33,7 @@ from core.errors import (
     InvalidTransition,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
 
@@ -45,9 +48,11 @@ HTTP_STATUS: Mapping[type[ConveyorError], int] = {
     IdempotencyConflict: 409,
     InvalidTransition: 409,
     Conflict: 409,
+    BadRequest: 400,
     InvalidRequest: 422,
     PayloadTooLarge: 413,
     Unauthenticated: 401,
+    RateLimited: 429,
     Forbidden: 403,
     DatabaseUnavailable: 503,
     BrokerUnavailable: 503,
@@ -73,6 +78,8 @@ def _headers_for(error: ConveyorError) -> dict[str, str]:
     headers: dict[str, str] = {}
     for cls in reversed(type(error).__mro__):
         headers.update(EXTRA_HEADERS.get(cls, {}))
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return headers
 
 
@@ -111,6 +118,19 @@ def problem_response(
     )
 
 
+def conveyor_problem(request: Request, error: ConveyorError) -> JSONResponse:
+    """The problem+json response for one of our errors (also used by the ASGI guards, which
+    answer before FastAPI's exception handling)."""
+    return problem_response(
+        request,
+        status=http_status_for(error),
+        code=error.code,
+        message=error.message,
+        where=error.where,
+        headers=_headers_for(error),
+    )
+
+
 async def _conveyor_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ConveyorError)  # registered for ConveyorError only
     status = http_status_for(error)
@@ -118,14 +138,7 @@ async def _conveyor_error(request: Request, error: Exception) -> JSONResponse:
         # An outage is expected to happen and is reported by probes; anything else is a bug.
         report = log.warning if isinstance(error, DependencyUnavailable) else log.error
         report("http.conveyor_error", code=error.code, message=error.message)
-    return problem_response(
-        request,
-        status=status,
-        code=error.code,
-        message=error.message,
-        where=error.where,
-        headers=_headers_for(error),
-    )
+    return conveyor_problem(request, error)
 
 
 def _field(loc: Any) -> str:
@@ -150,7 +163,7 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLarge.code}
 
 
 async def _http_exception(request: Request, error: Exception) -> JSONResponse:
@@ -172,6 +185,14 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
     return problem_response(request, status=503, code=unavailable.code, message=unavailable.message)
 
 
+async def _data_error(request: Request, error: Exception) -> JSONResponse:
+    # PostgreSQL refused a value that came with the request (a NUL character in a text
+    # field, a number out of range...): the request's fault, said without the driver's text.
+    log.warning("http.data_error", error=f"{type(error).__name__}: {error}"[:300])
+    invalid = InvalidRequest("A value in the request cannot be stored (e.g. a NUL character).")
+    return problem_response(request, status=422, code=invalid.code, message=invalid.message)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     log.error(
         "http.unhandled_error",
@@ -191,6 +212,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_exception)
     for error_type in _DATABASE_ERRORS:
         app.add_exception_handler(error_type, _database_error)
+    app.add_exception_handler(sa_exc.DataError, _data_error)
     # Exception is handled by Starlette's outermost ServerErrorMiddleware, which still
     # re-raises afterwards so the server logs it; the client only sees the problem body.
     app.add_exception_handler(Exception, _unexpected_error)

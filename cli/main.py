@@ -36,6 +36,7 @@ from cli.supervisor import ChildSpec, Supervisor
 from core import api_keys, db
 from core.broker.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
 from core.errors import ConveyorError
+from core.lifecycle import commands
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 
@@ -72,6 +73,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     argv, env = flower_command(settings)
     become("flower", argv, env)
+
+
+def cmd_db_owner(args: argparse.Namespace, settings: Settings) -> int:
+    db_admin.create_owner(settings, args.admin_url)
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,7 +125,12 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with open_sessions(settings) as sessions, db.transaction(sessions) as session:
         row = api_keys.revoke_key(session, key_id=args.id)
         name = row.name
-    print(f"Revoked API key {args.id} ({name!r}).")
+        stopped = (
+            0
+            if args.keep_jobs
+            else commands.cancel_jobs_of_principal(session, principal_id=args.id)
+        )
+    print(f"Revoked API key {args.id} ({name!r}); {stopped} of its jobs stopped.")
     return 0
 
 
@@ -228,6 +239,17 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     direction.add_argument("--downgrade", metavar="REVISION", help="downgrade to, e.g. base")
     migrate.set_defaults(handler=cmd_migrate)
 
+    owner = sub.add_parser(
+        "db-owner",
+        help="create the (non-superuser) role of CONVEYOR_DATABASE_URL and its database",
+    )
+    owner.add_argument(
+        "--admin-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="an administrator's login, used for this only (default: %(default)s)",
+    )
+    owner.set_defaults(handler=cmd_db_owner)
+
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
     )
@@ -238,6 +260,9 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     keys.add_parser("list", help="list keys").set_defaults(handler=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id", type=uuid.UUID)
+    revoke.add_argument(
+        "--keep-jobs", action="store_true", help="let the key's queued and running jobs run"
+    )
     revoke.set_defaults(handler=cmd_keys_revoke)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from core.errors import NotFound
+from core.errors import LastAdminKey, NotFound
 from core.models import ApiKey
 
 KEY_PREFIX = "cvk_"
@@ -71,14 +71,30 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, *, key_id: uuid.UUID) -> ApiKey:
+    """Revoke a key; refuses to leave the platform without an active admin key."""
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound("No such API key.")
     if row.revoked_at is None:
+        if row.role == Role.admin.value:
+            _keep_an_admin(session, revoking=key_id)
         row.revoked_at = sa.func.now()
         session.flush()
         session.refresh(row)
     return row
+
+
+def _keep_an_admin(session: Session, *, revoking: uuid.UUID) -> None:
+    # Locking every active admin key (in one order) serializes concurrent revocations, so
+    # two admins revoking each other's keys cannot both succeed.
+    active = session.scalars(
+        sa.select(ApiKey.id)
+        .where(ApiKey.role == Role.admin.value, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.id)
+        .with_for_update()
+    ).all()
+    if not any(key_id != revoking for key_id in active):
+        raise LastAdminKey()
 
 
 def has_admin(session: Session) -> bool:

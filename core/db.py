@@ -75,6 +75,9 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> sa.Engine:
     """One engine per process; the caller disposes it on shutdown."""
     return sa.create_engine(
         settings.sqlalchemy_url,
+        # Statement parameters stay out of exception text (and so out of logs): they can be
+        # secrets, keys' hashes or users' data.
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,

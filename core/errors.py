@@ -6,10 +6,13 @@ ConveyorError
 │   └── SecretNotFound        a secret named in a request or a deployment does not exist
 ├── Conflict
 │   ├── IdempotencyConflict   same Idempotency-Key, different request
-│   └── InvalidTransition     e.g. cancel a finished job
+│   ├── InvalidTransition     e.g. cancel a finished job
+│   └── LastAdminKey          revoking the only active admin key
+├── BadRequest                a request the API cannot read at all (bad Host header, ...)
 ├── InvalidRequest            a request that fails validation
 ├── PayloadTooLarge           upload over the size cap
 ├── Unauthenticated           missing or unknown API key
+├── RateLimited               too many failed authentications from one address
 ├── Forbidden                 role not allowed
 ├── DependencyUnavailable
 │   ├── DatabaseUnavailable
@@ -67,6 +70,18 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class BadRequest(ConveyorError):
+    """The request is malformed."""
+
+    code = "bad_request"
+
+
+class LastAdminKey(Conflict):
+    """The last active admin key cannot be revoked; create another admin key first."""
+
+    code = "last_admin_key"
+
+
 class InvalidRequest(ConveyorError):
     """The request is not valid."""
 
@@ -83,6 +98,16 @@ class Unauthenticated(ConveyorError):
     """A valid API key is required (Authorization: Bearer <key>)."""
 
     code = "unauthenticated"
+
+
+class RateLimited(ConveyorError):
+    """Too many failed authentications from your address; try again later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Forbidden(ConveyorError):

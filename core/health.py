@@ -13,9 +13,8 @@ import redis
 import sqlalchemy as sa
 import structlog
 
-from core import db
+from core import db, job_counters
 from core.broker.breaker import RedisBreaker
-from core.lifecycle import queries
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +69,8 @@ def outbox_status(sessions: db.Sessions) -> dict[str, Any]:
     """Jobs committed but not yet published; a growing age means the relay cannot publish.
     Raises DatabaseUnavailable like any other read."""
     with db.transaction(sessions) as session:
-        count, oldest = queries.outbox_stats(session)
+        _, count = job_counters.read(session)
+        oldest = job_counters.oldest_undispatched_age(session)
     return {
         "undispatched": count,
         "oldest_age_seconds": round(oldest, 3) if oldest is not None else None,

@@ -1,5 +1,10 @@
 """One logging setup for structlog and stdlib records: JSON or console, context from
-contextvars (request_id, job_id), secrets redacted."""
+contextvars (request_id, job_id), secrets redacted.
+
+Redaction is the last step before rendering, after exceptions were rendered into text, so
+it sees every string a line will contain: nested values, messages of stdlib loggers
+(uvicorn, Celery, kombu), exception text and tracebacks (core.redaction).
+"""
 
 from __future__ import annotations
 
@@ -10,27 +15,37 @@ from typing import Any
 
 import structlog
 
+from core.redaction import Redactor
 from core.settings import Settings
 
-REDACTED = "***"
-_SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key")
+# Loggers that come with handlers of their own; their lines go through ours instead.
+_FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "kombu")
+
+_redactor = Redactor()
 
 
-def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    """Never let a value under a secret-looking key reach a log line."""
-    for key in list(event):
-        if any(word in key.lower() for word in _SECRET_WORDS):
-            event[key] = REDACTED
-    return event
+class RedactingProcessor:
+    """A structlog processor masking secrets anywhere in the event (see core.redaction)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        return self.redactor.mapping(event)
+
+
+def mask_in_logs(*values: str) -> None:
+    """Never show these values in this process's logs (e.g. secrets resolved at run time)."""
+    _redactor.add(*values)
 
 
 def configure_logging(settings: Settings) -> None:
+    _redactor.add(*settings.secret_values())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -48,6 +63,7 @@ def configure_logging(settings: Settings) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            RedactingProcessor(_redactor),
             renderer,
         ],
     )
@@ -56,6 +72,10 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    for name in _FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
 
 
 def bind_job_context(

@@ -207,3 +207,25 @@ class DeploymentTarget(Base):
         sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
     target: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+
+
+class JobCounter(Base):
+    """Jobs by status (and ``undispatched``), maintained by triggers on ``jobs`` so a metrics
+    scrape never counts the table (core.job_counters). The value is this row plus the
+    not-yet-folded rows of ``job_counter_deltas``."""
+
+    __tablename__ = "job_counters"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class JobCounterDelta(Base):
+    """Changes to ``job_counters`` appended by the triggers: inserts never wait on each
+    other, unlike updates of one counter row would."""
+
+    __tablename__ = "job_counter_deltas"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    delta: Mapped[int] = mapped_column(sa.BigInteger)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEV_SECRET = "dev-secret-change-me"
 DEV_FLOWER_PASSWORD = "conveyor"
@@ -16,7 +19,13 @@ DEV_FLOWER_PASSWORD = "conveyor"
 # are as good as plain text.
 DEV_SECRETS_KEY = "ZGV2LXNlY3JldHMta2V5LWNoYW5nZS1tZS0xMjM0NTY="
 FERNET_KEY_BYTES = 32
+DEV_DATABASE_PASSWORD = "conveyor"
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 24
+
+# A list setting written as "a,b,c" in the environment (pydantic-settings would want JSON).
+CommaList = Annotated[list[str], NoDecode]
+
 DEFAULT_TIME_LIMITS = {
     "default": 3600.0,
     "noop": 60.0,
@@ -48,7 +57,12 @@ class Settings(BaseSettings):
     debug: bool = False
     secret_key: SecretStr = SecretStr(DEV_SECRET)
 
-    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor"
+    # The platform logs in as the non-superuser role that owns its tables (scripts/setup
+    # and docker-compose.yml create it). A password given separately replaces the URL's.
+    database_url: str = (
+        f"postgresql+psycopg://conveyor:{DEV_DATABASE_PASSWORD}@127.0.0.1:5432/conveyor"
+    )
+    database_password: SecretStr | None = None
     database_connect_timeout: int = Field(default=3, ge=1)
     # Guards on every connection, so a stuck statement, a forgotten transaction or a
     # half-open TCP connection cannot hold a worker (or a lock) past its lease.
@@ -59,6 +73,9 @@ class Settings(BaseSettings):
     # tcp_user_timeout, unacknowledged sends fail after about three times this.
     database_keepalive_seconds: int = Field(default=10, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Credentials for a Redis with `requirepass` or an ACL user; they replace the URL's.
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
     # High availability: with Sentinels set (host:port,host:port,...), every Redis user in
     # the platform (Celery broker, publisher, relay, health, Flower) finds the master of
     # ``redis_master_name`` through them; redis_url then only gives the database number and
@@ -70,6 +87,20 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Host headers the API answers (TrustedHost; "*" for any) and origins allowed to call it
+    # from a browser (CORS; none by default).
+    allowed_hosts: CommaList = Field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    cors_origins: CommaList = Field(default_factory=list)
+    # Request bodies other than uploads are refused past this size before anything reads them.
+    max_json_body_bytes: int = Field(default=1 << 20, gt=0)
+    # /metrics: on the API port only with this bearer token; or, with metrics_port, on a
+    # separate listener (loopback by default) without a token. Neither: not served.
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Failed authentications allowed per client address and window before 429.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window: float = Field(default=60.0, gt=0)
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     flower_user: str = "admin"
@@ -169,6 +200,30 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator(
+        "metrics_token",
+        "database_password",
+        "redis_username",
+        "redis_password",
+        "redis_sentinel_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``CONVEYOR_METRICS_TOKEN=``) means "not set", never an empty
+        credential that an empty header would match."""
+        return None if value == "" else value
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """``a, b`` or a JSON list."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("redis_sentinels")
     @classmethod
     def _sentinels(cls, value: str | None) -> str | None:
@@ -198,12 +253,11 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production(self) -> Settings:
         if self.env != "production":
             return self
-        problems = []
-        secret = self.secret_key.get_secret_value()
-        if secret == DEV_SECRET or len(secret) < MIN_SECRET_LENGTH:
-            problems.append(f"CONVEYOR_SECRET_KEY must be set to {MIN_SECRET_LENGTH}+ characters")
+        problems = self._weak_credentials()
         if self.flower_password.get_secret_value() == DEV_FLOWER_PASSWORD:
             problems.append("CONVEYOR_FLOWER_PASSWORD must not be the development default")
+        if "*" in self.cors_origins:
+            problems.append("CONVEYOR_CORS_ORIGINS must list origins, not '*'")
         if self.debug:
             problems.append("CONVEYOR_DEBUG must be off in production")
         if DEV_SECRETS_KEY in self.secrets_key.get_secret_value():
@@ -212,19 +266,65 @@ class Settings(BaseSettings):
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self
 
+    def _weak_credentials(self) -> list[str]:
+        problems = []
+        secret = self.secret_key.get_secret_value()
+        if secret == DEV_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            problems.append(f"CONVEYOR_SECRET_KEY must be set to {MIN_SECRET_LENGTH}+ characters")
+        if make_url(self.sqlalchemy_url).password == DEV_DATABASE_PASSWORD:
+            problems.append("the database password must not be the development default")
+        token = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if token is not None and len(token) < MIN_METRICS_TOKEN_LENGTH:
+            problems.append(
+                f"CONVEYOR_METRICS_TOKEN must be {MIN_METRICS_TOKEN_LENGTH}+ characters"
+            )
+        return problems
+
     @property
     def sqlalchemy_url(self) -> str:
-        """The database URL with the psycopg 3 driver, whatever scheme the user wrote."""
+        """The database URL with the psycopg 3 driver, whatever scheme the user wrote, and
+        the separately given password, if any."""
         url = self.database_url
         for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix) :]
-        return url
+                url = "postgresql+psycopg://" + url[len(prefix) :]
+                break
+        if self.database_password is None:
+            return url
+        with_password = make_url(url).set(password=self.database_password.get_secret_value())
+        return with_password.render_as_string(hide_password=False)
 
     @property
     def libpq_url(self) -> str:
         """The database URL as libpq tools (psql, psycopg.connect) expect it."""
         return self.sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def redis_url_with_credentials(self) -> str:
+        """``redis_url`` with the separately given username/password, if any: what every
+        Redis client (Celery's broker, ours, Flower's) is built from."""
+        if self.redis_username is None and self.redis_password is None:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        host = parts.netloc.rpartition("@")[2]
+        user = quote(self.redis_username or parts.username or "", safe="")
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        userinfo = user if password is None else f"{user}:{quote(password, safe='')}"
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold, for log redaction."""
+        values = [self.secret_key, self.flower_password, self.metrics_token]
+        values += [self.database_password, self.redis_password, self.redis_sentinel_password]
+        found = [value.get_secret_value() for value in values if value is not None]
+        passwords = [make_url(self.sqlalchemy_url).password]
+        passwords.append(urlsplit(self.redis_url_with_credentials).password)
+        found += [unquote(password) for password in passwords if password]
+        found += [key.strip() for key in self.secrets_key.get_secret_value().split(",")]
+        # The development defaults are printed in this file: masking them would only garble
+        # every log line that says "conveyor".
+        public = {DEV_SECRET, DEV_FLOWER_PASSWORD, DEV_DATABASE_PASSWORD, DEV_SECRETS_KEY, ""}
+        return [value for value in found if value not in public]
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,12 @@ log = structlog.get_logger(__name__)
 JobBody = Callable[[JobContext], dict[str, Any] | None]
 Outcome = tuple[JobStatus, dict[str, Any] | None, str | None, str | None]
 
+INTERNAL_ERROR = "internal_error"
+INTERNAL_ERROR_MESSAGE = (
+    "The job failed because of an internal error; operators can find the details in the "
+    "worker's log under this job's id."
+)
+
 
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
@@ -149,8 +155,10 @@ def _outcome_of(ctx: JobContext, error: Exception) -> Outcome | None:
         return None
     if isinstance(error, ConveyorError):
         return _failed(ctx, error)
+    # The traceback and the exception's text (driver messages, paths...) go to the log with
+    # the job id; the caller gets a code and a sentence.
     log.error("job.crashed", exc_info=error)
-    return JobStatus.failed, ctx.result, "internal_error", f"{type(error).__name__}: {error}"
+    return JobStatus.failed, ctx.result, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE
 
 
 def _failed(ctx: JobContext, error: ConveyorError) -> Outcome:

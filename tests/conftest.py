@@ -93,6 +93,9 @@ def settings(
         reaper_bound_seconds=10,
         relay_interval=0.5,
         breaker_reset_timeout=2,
+        # TestClient's default host, besides the loopback names real clients use.
+        allowed_hosts=["testserver", "localhost", "127.0.0.1"],
+        metrics_token=services.METRICS_TOKEN,
         **settings_overrides,
     )
 

@@ -1,5 +1,7 @@
-"""Real services for tests: a throwaway PostgreSQL database per run, private redis-servers,
-and the platform's own processes (API, workers) started as subprocesses."""
+"""Real services for tests: a throwaway PostgreSQL database per run, owned by a throwaway
+non-superuser role that the platform logs in as (as in production), private redis-servers
+(optionally with a password and an ACL user), and the platform's own processes (API,
+workers, Flower) started as subprocesses."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -66,9 +70,31 @@ def create_database(name: str) -> str:
     return database_url(name)
 
 
+def owner_url(name: str, password: str) -> str:
+    """The URL of database ``name`` as its owner role (also called ``name``)."""
+    host = ADMIN_URL.rsplit("@", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql://{name}:{password}@{host}/{name}"
+
+
+def create_owned_database(name: str) -> str:
+    """A new, empty database ``name`` owned by a new role ``name`` that is no superuser and
+    may create neither databases nor roles; returns the owner's URL."""
+    password = uuid.uuid4().hex
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+        conn.execute(
+            f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+            f"PASSWORD '{password}'"
+        )
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+    return owner_url(name, password)
+
+
 def create_migrated_database(name: str) -> str:
-    """A new database ``name`` at the head migration; returns its URL."""
-    url = create_database(name)
+    """A new database ``name`` at the head migration, migrated by its owner role (not a
+    superuser); returns the owner's URL, which is what the platform logs in with."""
+    url = create_owned_database(name)
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://", 1)
     command.upgrade(config, "head")
@@ -87,8 +113,16 @@ def new_api_key(
 
 
 def drop_database(name: str) -> None:
+    """Drop the database and its owner role, if it had one of its own."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def admin_connection(name: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A superuser connection to database ``name``, for tests that play the attacker or the
+    database administrator (the platform itself never gets one)."""
+    return psycopg.connect(database_url(name), autocommit=True)
 
 
 def unique_name(prefix: str) -> str:
@@ -96,17 +130,58 @@ def unique_name(prefix: str) -> str:
 
 
 class RedisServer:
-    """A private redis-server on a random port that a test may stop, pause or restart."""
+    """A private redis-server on a random port that a test may stop, pause or restart.
 
-    def __init__(self, tmp: Path, *extra_args: str) -> None:
+    With ``password``, the server refuses clients without credentials: the default user gets
+    that password (``requirepass``) and, with ``username`` too, an ACL user of that name
+    gets it as well and the default user is switched off.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        *extra_args: str,
+        password: str | None = None,
+        username: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.dir = tmp
         self.extra_args = extra_args
+        self.password = password
+        self.username = username
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The URL without credentials (they are given separately, as settings allow)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _auth_args(self) -> list[str]:
+        if self.password is None:
+            return []
+        if self.username is None:
+            return ["--requirepass", self.password]
+        return [
+            "--user",
+            "default",
+            "off",
+            "--user",
+            self.username,
+            "on",
+            f">{self.password}",
+            "~*",
+            "&*",
+            "+@all",
+        ]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            socket_timeout=0.2,
+            socket_connect_timeout=0.2,
+        )
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -124,12 +199,12 @@ class RedisServer:
                 "--dir",
                 str(self.dir),
                 *self.extra_args,
+                *self._auth_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
-        wait_until(lambda: _pings(client), timeout=10, message="redis-server")
+        wait_until(lambda: _pings(self.client()), timeout=10, message="redis-server")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -247,6 +322,25 @@ class Platform:
         )
         wait_until(lambda: _worker_ready(process), timeout=60, message="worker ready")
         return process
+
+    def start_flower(self, extra_env: dict[str, str] | None = None) -> tuple[Process, str]:
+        """Flower through ``conveyor flower`` (so with the environment it really gets);
+        returns the process and its base URL once it answers."""
+        port = free_port()
+        env = {"CONVEYOR_FLOWER_PORT": str(port), **(extra_env or {})}
+        process = self._spawn("flower", [str(VENV_BIN / "conveyor"), "flower"], env)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"flower exited:\n{process.output()}")
+            try:
+                return httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=60, message="flower /healthcheck")
+        return process, url
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -3,13 +3,16 @@ once, at creation."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import structlog
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import AdminPrincipal, AppSettings, KeyId, Sessions
 from api.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
 from api.schemas.problems import problem_responses
 from core import api_keys, db
+from core.lifecycle import commands
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +44,25 @@ def create_key(
 
 
 @router.delete(
-    "/{key_id}", status_code=204, summary="Revoke an API key", responses=problem_responses(404)
+    "/{key_id}",
+    status_code=204,
+    summary="Revoke an API key",
+    description=(
+        "The key stops working at once. Its queued jobs are cancelled and its running jobs "
+        "asked to stop, unless `cancel_jobs=false`. The last active admin key cannot be "
+        "revoked (409 `last_admin_key`)."
+    ),
+    responses=problem_responses(404, 409, 422),
 )
-def revoke_key(key_id: KeyId, sessions: Sessions, admin: AdminPrincipal) -> None:
+def revoke_key(
+    key_id: KeyId,
+    sessions: Sessions,
+    admin: AdminPrincipal,
+    cancel_jobs: Annotated[bool, Query(description="Stop the key's jobs too.")] = True,
+) -> None:
     with db.transaction(sessions) as session:
         api_keys.revoke_key(session, key_id=key_id)
-    log.info("api_key.revoked", key_id=str(key_id), by=str(admin.id))
+        stopped = (
+            commands.cancel_jobs_of_principal(session, principal_id=key_id) if cancel_jobs else 0
+        )
+    log.info("api_key.revoked", key_id=str(key_id), by=str(admin.id), jobs_stopped=stopped)

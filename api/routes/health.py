@@ -85,4 +85,8 @@ def redis_health(redis_client: RedisClient, breaker: Breaker) -> RedisCheck:
 
 @router.get("/circuit-breaker", summary="Redis circuit breaker state and counters")
 async def circuit_breaker(breaker: Breaker) -> BreakerSnapshot:
-    return BreakerSnapshot.model_validate(breaker.snapshot())
+    snapshot = breaker.snapshot()
+    # Unauthenticated: name the error; its text (hosts, users) stays in the log.
+    if snapshot["last_error"]:
+        snapshot["last_error"] = snapshot["last_error"].partition(":")[0]
+    return BreakerSnapshot.model_validate(snapshot)

@@ -42,7 +42,7 @@ from core.imports import row_errors
 from core.imports.options import ImportParams, StoredFile
 from core.imports.registry import IMPORTERS, get_importer
 from core.lifecycle import commands, queries
-from core.models import Job
+from core.models import ImportRowError, Job
 from core.settings import Settings
 from core.storage import StoredUpload, UploadWriter
 
@@ -169,12 +169,28 @@ def _csv_header(job: Job) -> list[str]:
     return list(result.get("columns") or checkpoint.get("header") or [])
 
 
+CSV_PAGE_ROWS = 1_000
+
+
+def _errors_in_pages(sessions: db.Sessions, job_id: uuid.UUID) -> Iterator[ImportRowError]:
+    """Every error of the job, a page per short transaction: a slow client holds no
+    connection and no transaction between pages, however long its download takes."""
+    cursor: str | None = None
+    while True:
+        with db.transaction(sessions) as session:
+            page, cursor = row_errors.list_errors(
+                session, job_id=job_id, limit=CSV_PAGE_ROWS, cursor=cursor
+            )
+        yield from page
+        if cursor is None:
+            return
+
+
 def _csv_download(sessions: db.Sessions, job: Job) -> StreamingResponse:
     header = _csv_header(job)
 
     def lines() -> Iterator[bytes]:
-        with db.transaction(sessions) as session:
-            yield from rejected_csv.render(row_errors.iter_errors(session, job_id=job.id), header)
+        yield from rejected_csv.render(_errors_in_pages(sessions, job.id), header)
 
     return StreamingResponse(
         lines(),

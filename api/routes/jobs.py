@@ -22,7 +22,14 @@ from api.deps import (
     RequestId,
     Sessions,
 )
-from api.schemas.jobs import JobEventOut, JobEventPage, JobOut, JobPage, JobSubmission
+from api.schemas.jobs import (
+    MAX_BIGINT,
+    JobEventOut,
+    JobEventPage,
+    JobOut,
+    JobPage,
+    JobSubmission,
+)
 from api.schemas.problems import problem_responses
 from core import db
 from core.broker.publisher import JobMessage
@@ -144,7 +151,9 @@ def list_job_events(
     job_id: JobId,
     sessions: Sessions,
     principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0, description="Only events with a larger id.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_BIGINT, description="Only events with a larger id.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> JobEventPage:
     with db.transaction(sessions) as session:

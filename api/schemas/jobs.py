@@ -13,6 +13,10 @@ from core.diagnostics import PARAMS_MODELS
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
+# Integers that reach PostgreSQL must fit a bigint: past it, a 422 rather than a driver error.
+MAX_BIGINT = 2**63 - 1
+
+
 # The kinds of core.broker.task_names.GENERIC_KINDS, each with the model of its params.
 JobKind = Literal["noop", "sleep"]
 

@@ -15,8 +15,8 @@ def broker_url(settings: Settings) -> str:
     """``redis_url``, or with Sentinel one ``sentinel://`` URL per Sentinel (kombu's form),
     carrying the master's credentials and database number."""
     if not settings.sentinel_addresses:
-        return settings.redis_url
-    url = urlsplit(settings.redis_url)
+        return settings.redis_url_with_credentials
+    url = urlsplit(settings.redis_url_with_credentials)
     userinfo = url.netloc.rpartition("@")[0]
     auth = f"{userinfo}@" if userinfo else ""
     db = url.path.strip("/") or "0"

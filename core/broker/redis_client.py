@@ -26,7 +26,7 @@ def _timeouts(settings: Settings) -> dict[str, Any]:
 
 def master_credentials(settings: Settings) -> dict[str, Any]:
     """Database number and credentials of the master, from ``redis_url``."""
-    url = urlsplit(settings.redis_url)
+    url = urlsplit(settings.redis_url_with_credentials)
     path = url.path.strip("/")
     return {
         "db": int(path) if path.isdigit() else 0,
@@ -45,7 +45,9 @@ def sentinel_kwargs(settings: Settings) -> dict[str, Any]:
 def make_redis(settings: Settings) -> redis.Redis:
     no_retry = {"retry": Retry(NoBackoff(), 0), "health_check_interval": 0}
     if not settings.sentinel_addresses:
-        return redis.Redis.from_url(settings.redis_url, **_timeouts(settings), **no_retry)
+        return redis.Redis.from_url(
+            settings.redis_url_with_credentials, **_timeouts(settings), **no_retry
+        )
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses,
         sentinel_kwargs=sentinel_kwargs(settings),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import enum
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -91,12 +91,18 @@ def _encode_cursor(error: ImportRowError) -> str:
     return base64.urlsafe_b64encode(f"{error.row}:{error.id}".encode()).decode()
 
 
+_MAX_BIGINT = 2**63 - 1
+
+
 def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         row, error_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        return int(row), int(error_id)
+        decoded = int(row), int(error_id)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
+    if not all(0 <= number <= _MAX_BIGINT for number in decoded):  # a bigint in the database
+        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"})
+    return decoded
 
 
 def list_errors(
@@ -115,14 +121,3 @@ def list_errors(
     errors = list(session.scalars(query))
     next_cursor = _encode_cursor(errors[limit - 1]) if len(errors) > limit else None
     return errors[:limit], next_cursor
-
-
-def iter_errors(session: Session, *, job_id: uuid.UUID) -> Iterator[ImportRowError]:
-    """Every error of a job in row order, streamed from a server-side cursor."""
-    query = (
-        sa.select(ImportRowError)
-        .where(ImportRowError.job_id == job_id)
-        .order_by(ImportRowError.row, ImportRowError.id)
-        .execution_options(yield_per=1_000)
-    )
-    yield from session.scalars(query)

@@ -167,3 +167,42 @@ def retry_job(
         raise InvalidTransition(f"Only failed or cancelled jobs can be retried (job {job_id}).")
     add_event(session, job_id, "status", job.attempt, status=JobStatus.queued.value, retry=True)
     return job
+
+
+def cancel_jobs_of_principal(session: Session, *, principal_id: uuid.UUID) -> int:
+    """A revoked key's work stops: its queued jobs are cancelled now, its running jobs are
+    flagged and stop between units. Returns how many jobs were affected."""
+    queued = list(
+        session.execute(
+            sa.update(Job)
+            .execution_options(synchronize_session=False)
+            .where(Job.principal_id == principal_id, Job.status == JobStatus.queued.value)
+            .values(
+                status=JobStatus.cancelled.value,
+                cancel_requested=True,
+                finished_at=now(),
+                updated_at=now(),
+            )
+            .returning(Job.id, Job.attempt)
+        )
+    )
+    for job_id, attempt in queued:
+        add_event(
+            session, job_id, "status", attempt, status=JobStatus.cancelled.value, reason="key"
+        )
+    running = list(
+        session.execute(
+            sa.update(Job)
+            .execution_options(synchronize_session=False)
+            .where(
+                Job.principal_id == principal_id,
+                Job.status == JobStatus.running.value,
+                ~Job.cancel_requested,
+            )
+            .values(cancel_requested=True, updated_at=now())
+            .returning(Job.id, Job.attempt)
+        )
+    )
+    for job_id, attempt in running:
+        add_event(session, job_id, "cancel_requested", attempt, reason="key_revoked")
+    return len(queued) + len(running)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from core import db
+from core import db, job_counters
 from core.broker.publisher import JobPublisher
 from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, republish_lost
 from core.errors import ConveyorError
@@ -27,6 +27,13 @@ from core.lifecycle.reaper import reap
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+COUNTER_FOLD_INTERVAL = 5.0
+
+
+def _fold_counters(sessions: db.Sessions) -> None:
+    with db.transaction(sessions) as session:
+        job_counters.fold(session)
 
 
 @dataclass
@@ -79,6 +86,9 @@ class RecoveryLoop:
                 settings.waiting_recheck_seconds / 2,
                 lambda: _recheck_waiting(sessions, settings.waiting_recheck_seconds),
             ),
+            # Not recovery, but the same kind of chore: keep the job counters' pending
+            # deltas short even when nobody scrapes /metrics (core.job_counters).
+            _Duty("job_counters", COUNTER_FOLD_INTERVAL, lambda: _fold_counters(sessions)),
         ]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="conveyor-recovery", daemon=True)

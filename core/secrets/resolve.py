@@ -44,6 +44,8 @@ class Resolved:
     ssh_key: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=Redactor)
+    # Every resolved value: what the redactor hides, and what the process's logs must mask.
+    values: tuple[str, ...] = ()
 
 
 def _variables(ref: str, raw: str) -> dict[str, Any]:
@@ -90,5 +92,9 @@ def resolve(session: Session, cipher: vault.Cipher, refs: SecretRefs) -> Resolve
     if ssh_key is not None and not ssh_key.endswith("\n"):
         ssh_key += "\n"
     return Resolved(
-        git_token=git_token, ssh_key=ssh_key, variables=variables, redactor=Redactor(hidden)
+        git_token=git_token,
+        ssh_key=ssh_key,
+        variables=variables,
+        redactor=Redactor(hidden),
+        values=tuple(hidden),
     )

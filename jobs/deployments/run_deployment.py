@@ -30,6 +30,7 @@ from core.errors import JobFailed
 from core.lifecycle import job_logs
 from core.lifecycle.events import add_event
 from core.lifecycle.job_logs import LogLine
+from core.logging import mask_in_logs
 from core.secrets import vault
 from core.secrets.resolve import Resolved, resolve
 from jobs.deployments import source
@@ -161,6 +162,7 @@ def run_deployment(ctx: JobContext) -> dict[str, Any]:
     if survivors:
         journal.note(f"ended {survivors} process(es) left by an earlier attempt")
     resolved = _resolve(ctx, spec)
+    mask_in_logs(*resolved.values)  # should one ever reach this process's own log lines
     # Cancel, a lost lease and the time limit all raise the job's stop signal (heartbeat).
     should_stop = ctx.stop_event.is_set
     history: list[dict[str, Any]] = list((ctx.checkpoint or {}).get("runs", []))

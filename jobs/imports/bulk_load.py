@@ -26,6 +26,7 @@ from typing import Any, Literal, cast
 
 import psycopg
 import psycopg.errors
+import structlog
 from sqlalchemy.orm import Session
 
 from core.errors import DatabaseUnavailable
@@ -36,6 +37,8 @@ from jobs.imports.batch_plan import Key
 from jobs.imports.prepared_batch import PreparedBatch
 
 SAVEPOINT = "conveyor_direct_copy"
+
+log = structlog.get_logger(__name__)
 
 
 def _ident(name: str) -> str:
@@ -138,9 +141,19 @@ class BulkLoader:
             raise
         except (psycopg.DataError, psycopg.IntegrityError) as error:
             # Validation accepts only what PostgreSQL parses; reaching this is a bug or a
-            # table that disagrees with its importer. Fail clearly rather than guess.
+            # table that disagrees with its importer. Fail clearly rather than guess; the
+            # driver's message (SQL, constraint names, values) is for the log, not the caller.
+            log.error(
+                "import.batch_refused",
+                sqlstate=error.sqlstate,
+                error=str(error),
+                batch_last_row=batch.next_row - 1,
+            )
             raise ImportFailed(
-                Failure.load_failed, f"PostgreSQL refused a batch: {error}".strip()
+                Failure.load_failed,
+                "The database refused a batch of rows that passed validation, so the table "
+                "does not match the importer; rows before that batch stay loaded.",
+                where={"last_row_of_batch": batch.next_row - 1},
             ) from error
 
     def _copy_direct(self, cursor: psycopg.Cursor[Any], payload: bytes) -> bool:

@@ -1,7 +1,7 @@
 """secrets, deployment targets, job logs (deployments)
 
 Revision ID: 0100_deployments
-Revises: 0004
+Revises: 1000_job_counters
 Create Date: 2026-11-25 23:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0100_deployments"
-down_revision = "0004"
+down_revision = "1000_job_counters"
 branch_labels = None
 depends_on = None
 

@@ -127,7 +127,7 @@ def test_breaker_opens_and_relay_publishes_after_recovery(
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers=services.METRICS_HEADERS)
     assert response.status_code == 200
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -154,6 +154,49 @@ def test_migrate_creates_database_then_upgrade_downgrade_upgrade(tmp_path):
         services.drop_database(name)
 
 
+def test_db_owner_makes_a_non_superuser_owner_of_an_existing_database(tmp_path):
+    """An older setup's database, created by the administrator with a table of its own, is
+    handed over to a new role with no privileges beyond owning it; migrations run as it."""
+    name = services.unique_name("conveyor_owner")
+    with psycopg.connect(services.ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with services.admin_connection(name) as admin:
+        admin.execute("CREATE TABLE legacy (id serial PRIMARY KEY)")
+    env = cli_env(CONVEYOR_DATABASE_URL=services.owner_url(name, uuid.uuid4().hex))
+    try:
+        ok(conveyor("db-owner", "--admin-url", services.ADMIN_URL, env=env, cwd=tmp_path))
+        ok(conveyor("db-owner", "--admin-url", services.ADMIN_URL, env=env, cwd=tmp_path))
+        ok(conveyor("migrate", env=env, cwd=tmp_path))
+        with services.admin_connection(name) as admin:
+            role = admin.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s",
+                (name,),
+            ).fetchone()
+            owners = admin.execute(
+                "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        assert role == (False, False, False)
+        assert owners == [(name,)]  # the legacy table and every migrated one
+    finally:
+        services.drop_database(name)
+
+
+def test_migrate_refuses_a_superuser_in_production(database_url, tmp_path):
+    superuser_url = services.database_url(database_url.rsplit("/", 1)[1])
+    env = cli_env(
+        CONVEYOR_DATABASE_URL=superuser_url,
+        CONVEYOR_ENV="production",
+        CONVEYOR_SECRET_KEY="s" * 40,
+        CONVEYOR_FLOWER_PASSWORD="f" * 20,
+    )
+
+    result = conveyor("migrate", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "refusing to migrate" in result.stderr
+    assert "superuser" in result.stderr
+
+
 def test_migrate_unknown_revision_is_a_usage_error(database_url, tmp_path):
     env = cli_env(CONVEYOR_DATABASE_URL=database_url)
 
@@ -214,6 +257,31 @@ def test_flower_password_stays_off_the_command_line():
     assert "--address=127.0.0.1" in argv
 
 
+def test_flower_gets_the_broker_settings_and_nothing_else_of_ours(monkeypatch):
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "postgresql://app:dbpw-123@db/app")
+    monkeypatch.setenv("CONVEYOR_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("FLOWER_URL_PREFIX", "flower")
+    settings = Settings(
+        env="test",
+        redis_url="redis://r:6379/0",
+        redis_username="app",
+        redis_password="redis-pw-123",
+        flower_password="flower-pw",
+        _env_file=None,
+    )
+
+    _, env = flower_command(settings)
+
+    assert env["CONVEYOR_REDIS_URL"] == "redis://r:6379/0"
+    assert env["CONVEYOR_REDIS_PASSWORD"] == "redis-pw-123"
+    assert env["FLOWER_URL_PREFIX"] == "flower"  # Flower's own options pass through
+    assert "CONVEYOR_DATABASE_URL" not in env
+    assert "CONVEYOR_SECRET_KEY" not in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert "dbpw-123" not in str(env)
+
+
 # --- the supervisor behind `conveyor run` ----------------------------------------------------
 
 
@@ -251,6 +319,8 @@ def test_run_starts_everything_and_stops_on_sigterm(redis_url, tmp_path):
         CONVEYOR_FLOWER_PORT=str(flower_port),
         CONVEYOR_FLOWER_PASSWORD="flower-pw",
         CONVEYOR_STORAGE_DIR=str(tmp_path / "var" / "storage"),
+        # Every child inherits it (Flower, which gets no CONVEYOR_DATABASE_URL, too).
+        TMPDIR=str(tmp_path),
     )
     log_path = tmp_path / "run.log"
     with log_path.open("wb") as log:
@@ -294,7 +364,7 @@ def test_run_starts_everything_and_stops_on_sigterm(redis_url, tmp_path):
         assert process.wait(40) == 0, log_path.read_text()
         assert log_path.read_text().count(key) == 1  # shown once, never logged
         services.wait_until(
-            lambda: not _processes_with(env["CONVEYOR_DATABASE_URL"]),
+            lambda: not _processes_with(f"TMPDIR={tmp_path}\0"),
             timeout=10,
             message="children gone",
         )

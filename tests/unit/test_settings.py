@@ -35,6 +35,7 @@ def production(**values: Any) -> Settings:
         "secret_key": GOOD_SECRET,
         "flower_password": "f" * 20,
         "secrets_key": GOOD_SECRETS_KEY,
+        "database_password": "d" * 20,
     }
     return build(**{**defaults, **values})
 
@@ -66,6 +67,9 @@ def test_production_refuses_the_defaults_and_names_every_variable():
         # Rotating away from the development key still refuses to start until it is gone.
         ({"secrets_key": f"{GOOD_SECRETS_KEY},{DEV_SECRETS_KEY}"}, "CONVEYOR_SECRETS_KEY"),
         ({"secrets_key": "not-a-fernet-key"}, "secrets_key"),
+        ({"database_password": "conveyor"}, "database password"),
+        ({"metrics_token": "short"}, "CONVEYOR_METRICS_TOKEN"),
+        ({"cors_origins": "*"}, "CONVEYOR_CORS_ORIGINS"),
     ],
 )
 def test_production_refuses_each_unsafe_value(values, variable):
@@ -127,6 +131,66 @@ def test_secrets_key_takes_several_keys_newest_first():
     settings = build(secrets_key=f" {GOOD_SECRETS_KEY} , {other}")
 
     assert settings.secrets_key.get_secret_value().count(",") == 1
+
+
+def test_a_separate_database_password_replaces_the_urls():
+    settings = build(database_url="postgresql://app:old@db:5432/app", database_password="n:w@")
+
+    assert settings.sqlalchemy_url == "postgresql+psycopg://app:n%3Aw%40@db:5432/app"
+    assert settings.libpq_url == "postgresql://app:n%3Aw%40@db:5432/app"
+
+
+def test_redis_credentials_join_the_broker_url_percent_encoded():
+    assert build(redis_url="redis://r:6379/0").redis_url_with_credentials == "redis://r:6379/0"
+    assert (
+        build(redis_url="redis://r:6379/0", redis_password="p@ss:/w").redis_url_with_credentials
+        == "redis://:p%40ss%3A%2Fw@r:6379/0"
+    )
+    assert (
+        build(
+            redis_url="redis://old:x@r:6379/2", redis_username="app", redis_password="pw"
+        ).redis_url_with_credentials
+        == "redis://app:pw@r:6379/2"
+    )
+
+
+def test_lists_are_read_comma_separated_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CONVEYOR_ALLOWED_HOSTS", "api.example.com, *.example.org")
+    monkeypatch.setenv("CONVEYOR_CORS_ORIGINS", "https://app.example.com")
+
+    settings = build()
+
+    assert settings.allowed_hosts == ["api.example.com", "*.example.org"]
+    assert settings.cors_origins == ["https://app.example.com"]
+    assert build().cors_origins == ["https://app.example.com"]
+    monkeypatch.delenv("CONVEYOR_CORS_ORIGINS")
+    assert build().cors_origins == []  # no cross-origin access by default
+
+
+def test_secret_values_lists_every_credential():
+    settings = build(
+        database_url="postgresql://app:dbpass1@db/app",
+        redis_url="redis://:redispass1@r/0",
+        secret_key=GOOD_SECRET,
+        flower_password="flowerpass1",
+        metrics_token="m" * 30,
+    )
+
+    assert set(settings.secret_values()) >= {
+        "dbpass1",
+        "redispass1",
+        GOOD_SECRET,
+        "flowerpass1",
+        "m" * 30,
+    }
+
+
+def test_empty_credentials_mean_unset():
+    settings = build(metrics_token="", redis_password="", database_password="")
+
+    assert settings.metrics_token is None
+    assert settings.redis_password is None
+    assert settings.database_password is None
 
 
 def test_time_limits_override_the_defaults_entry_by_entry():
