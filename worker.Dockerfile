@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CONVEYOR_LOG_FORMAT=json \
     CONVEYOR_STORAGE_DIR=/data/storage
 
+# Deployments: Ansible connects with the ssh client and fetches playbooks with git.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openssh-client git \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid conveyor --home-dir /app --shell /usr/sbin/nologin conveyor
 

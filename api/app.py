@@ -26,8 +26,19 @@ from api.guards import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from api.log_notifier import LogNotifier
 from api.middleware import RequestContextMiddleware
-from api.routes import api_keys, docs, health, imports, jobs, metrics
+from api.routes import (
+    api_keys,
+    deployments,
+    docs,
+    health,
+    imports,
+    job_logs,
+    jobs,
+    metrics,
+    secrets,
+)
 from core import db, tracing
 from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
@@ -68,6 +79,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis_client
     app.state.dispatcher = Dispatcher(sessions, publisher)
     app.state.metrics = build_registry(sessions, breaker, redis_client)
+    app.state.log_notifier = LogNotifier(
+        settings.libpq_url, connect_timeout=settings.database_connect_timeout
+    )
     app.state.auth_throttle = AuthThrottle(
         redis_client=redis_client,
         breaker=breaker,
@@ -88,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await anyio.to_thread.run_sync(recovery.stop)
+        await app.state.log_notifier.close()
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
@@ -116,7 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_middleware(app, settings)
     for router in (health.router, metrics.router, jobs.router, api_keys.router, docs.router):
         app.include_router(router)
-    app.include_router(imports.router)
+    for router in (imports.router, deployments.router, job_logs.router, secrets.router):
+        app.include_router(router)
     if tracing.configure("conveyor-api"):
         # Outermost, so the request's span is current in our middleware and the routes.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

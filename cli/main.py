@@ -12,8 +12,7 @@ import argparse
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC
 
 import alembic.util
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
-from cli import db_admin, import_client, importers
+from cli import db_admin, deploy_client, import_client, importers, secrets
 from cli.launch import (
     POOLS,
     LaunchError,
@@ -33,6 +32,7 @@ from cli.launch import (
     python_module,
     worker_argv,
 )
+from cli.sessions import open_sessions
 from cli.supervisor import ChildSpec, Supervisor
 from core import api_keys, db
 from core.broker.task_names import DEFAULT_QUEUE, DEPLOYMENTS_QUEUE, IMPORTS_QUEUE, QUEUES
@@ -90,15 +90,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- API keys ------------------------------------------------------------------------------
-
-
-@contextmanager
-def open_sessions(settings: Settings) -> Iterator[db.Sessions]:
-    engine = db.make_engine(settings, pool_size=1)
-    try:
-        yield db.make_sessionmaker(engine)
-    finally:
-        engine.dispose()
 
 
 def pepper(settings: Settings) -> str:
@@ -236,7 +227,9 @@ def _add_process_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     api.set_defaults(handler=cmd_api)
 
     worker = sub.add_parser("worker", help="run a Celery worker")
-    worker.add_argument("-Q", "--queues", type=queue_list, default=list(QUEUES))
+    # Deployments run on workers of their own (`-Q deployments`): an import never waits
+    # behind a deployment, nor the reverse.
+    worker.add_argument("-Q", "--queues", type=queue_list, default=[DEFAULT_QUEUE, IMPORTS_QUEUE])
     worker.add_argument("-c", "--concurrency", type=positive_int, help="pool size")
     worker.add_argument("-n", "--hostname", help="node name, e.g. imports@%%h")
     worker.add_argument("-P", "--pool", choices=POOLS, default="prefork")
@@ -301,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_commands(sub)
     import_client.add_parser(sub)
     importers.add_parsers(sub)
+    deploy_client.add_parser(sub)
+    secrets.add_parser(sub)
     return parser
 
 

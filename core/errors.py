@@ -3,6 +3,7 @@ the docstring is the default message. HTTP statuses are mapped in ``api/error_ha
 
 ConveyorError
 ├── NotFound                  job_not_found, api_key_not_found
+│   └── SecretNotFound        a secret named in a request or a deployment does not exist
 ├── Conflict
 │   ├── IdempotencyConflict   same Idempotency-Key, different request
 │   ├── InvalidTransition     e.g. cancel a finished job
@@ -44,6 +45,12 @@ class NotFound(ConveyorError):
     """The resource does not exist or is not visible to you."""
 
     code = "not_found"
+
+
+class SecretNotFound(NotFound):
+    """The secret does not exist."""
+
+    code = "secret_not_found"
 
 
 class Conflict(ConveyorError):

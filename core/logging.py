@@ -3,7 +3,7 @@ contextvars (request_id, job_id), secrets redacted.
 
 Redaction is the last step before rendering, after exceptions were rendered into text, so
 it sees every string a line will contain: nested values, messages of stdlib loggers
-(uvicorn, Celery, kombu), exception text and tracebacks (core.redaction).
+(uvicorn, Celery, kombu), exception text and tracebacks (core.secrets.redact).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from core.redaction import Redactor
+from core.secrets.redact import Redactor
 from core.settings import Settings
 
 # Loggers that come with handlers of their own; their lines go through ours instead.
@@ -25,7 +25,7 @@ _redactor = Redactor()
 
 
 class RedactingProcessor:
-    """A structlog processor masking secrets anywhere in the event (see core.redaction)."""
+    """A structlog processor masking secrets anywhere in the event (see core.secrets.redact)."""
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
@@ -36,7 +36,7 @@ class RedactingProcessor:
 
 def mask_in_logs(*values: str) -> None:
     """Never show these values in this process's logs (e.g. secrets resolved at run time)."""
-    _redactor.add(*values)
+    _redactor.add(*values, min_chars=1)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -167,6 +167,54 @@ class Product(Base):
     )
 
 
+class JobLog(Base):
+    """A job's output, line by line or event by event (a deployment's Ansible events), in
+    order; ``id`` is the cursor clients resume from (``?after=``, SSE ``Last-Event-ID``)."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (sa.Index("ix_job_logs_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column()
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    event: Mapped[str] = mapped_column(sa.Text)
+    host: Mapped[str | None] = mapped_column(sa.Text)
+    task: Mapped[str | None] = mapped_column(sa.Text)
+    line: Mapped[str] = mapped_column(sa.Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class Secret(Base):
+    """A named secret, Fernet-encrypted (core/secrets/vault.py); the plain value is never
+    stored. Each PUT replaces the value and bumps ``version``."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    version: Mapped[int] = mapped_column(default=1)
+    ciphertext: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+
+
+class DeploymentTarget(Base):
+    """The targets (``host:port``) of a deployment job, written at submit; the per-target
+    lock is "no other running deployment holds one of my targets" (core/deployments/limits)."""
+
+    __tablename__ = "deployment_targets"
+    __table_args__ = (sa.Index("ix_deployment_targets_target", "target"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    target: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+
+
 class JobCounter(Base):
     """Jobs by status (and ``undispatched``), maintained by triggers on ``jobs`` so a metrics
     scrape never counts the table (core.job_counters). The value is this row plus the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,10 @@ from sqlalchemy.engine import make_url
 
 DEV_SECRET = "dev-secret-change-me"
 DEV_FLOWER_PASSWORD = "conveyor"
+# A valid Fernet key for development only (refused in production): secrets stored with it
+# are as good as plain text.
+DEV_SECRETS_KEY = "ZGV2LXNlY3JldHMta2V5LWNoYW5nZS1tZS0xMjM0NTY="
+FERNET_KEY_BYTES = 32
 DEV_DATABASE_PASSWORD = "conveyor"
 MIN_SECRET_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 24
@@ -155,6 +160,53 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(default=2, ge=1)
 
+    # --- secrets and deployments ---
+    # Fernet keys, comma-separated, newest first: values are encrypted with the first and
+    # decrypted with any (rotation: put the new key first, `conveyor secrets rotate-key`,
+    # then drop the old one).
+    secrets_key: SecretStr = SecretStr(DEV_SECRETS_KEY)
+    # Server-side Ansible projects: a deployment's {"project": NAME} is a directory here.
+    projects_dir: Path = Path("var/projects")
+    # Where each run's private directory (key, variables, runner artifacts) lives while it
+    # runs; memory-backed by default so secrets never reach a disk. Empty: the system temp.
+    deploy_run_dir: Path | None = Path("/dev/shm/conveyor-runs")
+    # Running deployments across all workers; more wait queued (waiting_reason).
+    deploy_max_running: int = Field(default=2, ge=1)
+    # Defaults and operator maxima of a deployment's `limits` (its timeout_seconds is the
+    # job's run-time limit: time_limits["deployment"]) and `retry`.
+    deploy_memory_mb: int = Field(default=1024, ge=64)
+    deploy_max_memory_mb: int = Field(default=4096, ge=64)
+    deploy_cpu_seconds: int = Field(default=600, ge=1)
+    deploy_max_cpu_seconds: int = Field(default=3600, ge=1)
+    deploy_retry_attempts: int = Field(default=3, ge=1)
+    deploy_max_retry_attempts: int = Field(default=10, ge=1)
+    deploy_retry_backoff_seconds: float = Field(default=5.0, ge=0)
+    deploy_max_retry_backoff_seconds: float = Field(default=300.0, ge=0)
+    # Cancel: SIGTERM to ansible-playbook, SIGKILL to its whole tree this much later.
+    deploy_kill_grace_seconds: float = Field(default=5.0, gt=0)
+    # A job held back by a limit is offered to a worker again this often, even when no
+    # finishing job woke it (its finisher crashed, a lease expired).
+    waiting_recheck_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        for key in keys:
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except ValueError:
+                raw = b""
+            if len(raw) != FERNET_KEY_BYTES:
+                raise ValueError(
+                    "each comma-separated key must be 32 url-safe base64-encoded bytes, e.g. "
+                    "from `python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'`"
+                )
+        if not keys:
+            raise ValueError("at least one key is needed")
+        return value
+
     @model_validator(mode="after")
     def _reaper_within_bound(self) -> Settings:
         if self.lease_seconds + self.reaper_interval > self.reaper_bound_seconds:
@@ -225,6 +277,8 @@ class Settings(BaseSettings):
             problems.append("CONVEYOR_CORS_ORIGINS must list origins, not '*'")
         if self.debug:
             problems.append("CONVEYOR_DEBUG must be off in production")
+        if DEV_SECRETS_KEY in self.secrets_key.get_secret_value():
+            problems.append("CONVEYOR_SECRETS_KEY must not contain the development key")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self
@@ -283,9 +337,10 @@ class Settings(BaseSettings):
         passwords = [make_url(self.sqlalchemy_url).password]
         passwords.append(urlsplit(self.redis_url_with_credentials).password)
         found += [unquote(password) for password in passwords if password]
+        found += [key.strip() for key in self.secrets_key.get_secret_value().split(",")]
         # The development defaults are printed in this file: masking them would only garble
         # every log line that says "conveyor".
-        public = {DEV_SECRET, DEV_FLOWER_PASSWORD, DEV_DATABASE_PASSWORD}
+        public = {DEV_SECRET, DEV_FLOWER_PASSWORD, DEV_DATABASE_PASSWORD, DEV_SECRETS_KEY, ""}
         return [value for value in found if value not in public]
 
 

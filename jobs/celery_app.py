@@ -20,10 +20,14 @@ from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
 from core.broker.task_names import route_for
+from core.deployments.limits import DeploymentAdmission
+from core.lifecycle.admission import Admission
 from core.lifecycle.recovery import RecoveryLoop
 from core.logging import clear_context, configure_logging
 from core.settings import Settings, get_settings
 from jobs import diagnostics
+from jobs.deployments import run_dir
+from jobs.deployments.run_deployment import run_deployment
 from jobs.imports.run_import import run_import
 from jobs.job_runner import JobBody, JobTask
 
@@ -33,7 +37,13 @@ JOB_BODIES: dict[str, JobBody] = {
     "noop": diagnostics.run_noop,
     "sleep": diagnostics.run_sleep,
     "import": run_import,
+    "deployment": run_deployment,
 }
+
+
+def job_admissions(settings: Settings) -> dict[str, Admission]:
+    """Kinds whose jobs may be held back by a limit before they claim a worker slot."""
+    return {"deployment": DeploymentAdmission(max_running=settings.deploy_max_running)}
 
 
 class Runtime:
@@ -128,9 +138,11 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self.runtime.close()
 
 
-def _register_job_task(app: ConveyorCelery, kind: str, body: JobBody) -> None:
+def _register_job_task(
+    app: ConveyorCelery, kind: str, body: JobBody, admission: Admission | None
+) -> None:
     def run(task: JobTask, job_id: str) -> None:
-        task.run_job(job_id, body)
+        task.run_job(job_id, body, admission)
 
     run.__name__ = f"run_{kind}"
     app.task(name=route_for(kind).task, base=JobTask, bind=True)(run)
@@ -153,10 +165,11 @@ class TaskSpans(CeleryInstrumentor):
 
 def make_celery(settings: Settings) -> ConveyorCelery:
     app = ConveyorCelery(settings)
+    admissions = job_admissions(settings)
     if tracing.configure("conveyor-worker"):
         TaskSpans().instrument()  # type: ignore[no-untyped-call]
     for kind, body in JOB_BODIES.items():
-        _register_job_task(app, kind, body)
+        _register_job_task(app, kind, body, admissions.get(kind))
     app.steps["worker"].add(RecoveryStep)
 
     def _logging(**_: Any) -> None:
@@ -168,10 +181,15 @@ def make_celery(settings: Settings) -> ConveyorCelery:
     def _clear_log_context(**_: Any) -> None:
         clear_context()
 
+    def _sweep_run_dirs(**_: Any) -> None:
+        # A worker killed mid-deployment left its private directory (key, variables).
+        run_dir.sweep(run_dir.run_root(settings.deploy_run_dir))
+
     # Connecting setup_logging stops Celery from configuring logging its own way.
     signals.setup_logging.connect(_logging, weak=False)
     signals.worker_process_init.connect(_after_fork, weak=False)
     signals.task_postrun.connect(_clear_log_context, weak=False)
+    signals.worker_ready.connect(_sweep_run_dirs, weak=False)
 
     return app
 

@@ -25,6 +25,7 @@ from core.errors import (
     TimeLimitExceeded,
 )
 from core.lifecycle import leases
+from core.lifecycle.admission import Admission
 from core.lifecycle.heartbeat import Heartbeat, StopReason
 from core.lifecycle.states import JobStatus
 from core.logging import bind_job_context
@@ -46,7 +47,7 @@ INTERNAL_ERROR_MESSAGE = (
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
 
-    def run_job(self, job_id: str, body: JobBody) -> None:
+    def run_job(self, job_id: str, body: JobBody, admission: Admission | None = None) -> None:
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.runtime.settings
         try:
@@ -54,7 +55,7 @@ class JobTask(Task):  # type: ignore[misc]
                 "job.claim", attributes={"conveyor.job_id": job_id}
             ):
                 ctx = with_database_retry(
-                    lambda: self._claim(uuid.UUID(job_id), sessions, settings),
+                    lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
                     window=settings.lease_seconds * 4,
                 )
         except DatabaseUnavailable:
@@ -80,10 +81,14 @@ class JobTask(Task):  # type: ignore[misc]
             with tracing.tracer.start_as_current_span(
                 "job.finish", attributes={"conveyor.status": outcome[0].value}
             ):
-                _finish(ctx, outcome)
+                _finish(ctx, outcome, admission)
 
     def _claim(
-        self, job_id: uuid.UUID, sessions: db.Sessions, settings: Settings
+        self,
+        job_id: uuid.UUID,
+        sessions: db.Sessions,
+        settings: Settings,
+        admission: Admission | None,
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
         with db.transaction(sessions) as session:
@@ -93,6 +98,7 @@ class JobTask(Task):  # type: ignore[misc]
                 owner=owner,
                 lease_seconds=settings.lease_seconds,
                 grace=settings.time_limit_grace_seconds,
+                admission=admission,
             )
             if lease is None:
                 log.info("job.not_claimed", job_id=str(job_id))
@@ -165,7 +171,7 @@ def _failed(ctx: JobContext, error: ConveyorError) -> Outcome:
     return JobStatus.failed, result, error.code, error.message
 
 
-def _finish(ctx: JobContext, outcome: Outcome) -> None:
+def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> None:
     status, result, code, message = outcome
 
     def finish() -> None:
@@ -178,6 +184,8 @@ def _finish(ctx: JobContext, outcome: Outcome) -> None:
                 error_code=code,
                 error_message=message,
             )
+            if admission is not None:  # what this job held (a slot, a target) is free now
+                admission.released(session, ctx.job_id)
 
     try:
         # Past the retry window DatabaseUnavailable propagates; the reaper takes over.

@@ -68,7 +68,9 @@ class JobOut(BaseModel):
     attempt: int
     cancel_requested: bool
     waiting_reason: str | None = Field(
-        description="Why a queued job is held back (a limit, a paused queue); null otherwise."
+        description="Why a queued job is held back (a limit, a paused queue; for deployments "
+        "concurrency_limit or target_busy: the job's `waiting` event names what it waits for); "
+        "null otherwise."
     )
     time_limit_seconds: float = Field(description="Run-time limit of one attempt.")
     trace_id: str | None = Field(

@@ -20,6 +20,7 @@ JOB_ROUTES: dict[str, Route] = {
     "noop": Route("conveyor.jobs.noop", DEFAULT_QUEUE),
     "sleep": Route("conveyor.jobs.sleep", DEFAULT_QUEUE),
     "import": Route("conveyor.jobs.import", IMPORTS_QUEUE),
+    "deployment": Route("conveyor.jobs.deployment", DEPLOYMENTS_QUEUE),
 }
 
 # Kinds a client may submit through POST /v1/jobs (imports have their own endpoint).

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.errors import LeaseLost
+from core.lifecycle.admission import Admission, hold
 from core.lifecycle.clock import in_seconds, now
 from core.lifecycle.events import add_event
 from core.lifecycle.states import TERMINAL, JobStatus
@@ -50,15 +51,27 @@ def _lease_until(lease_seconds: float) -> sa.ColumnElement[Any]:
 
 
 def claim_job(
-    session: Session, *, job_id: uuid.UUID, owner: str, lease_seconds: float, grace: float
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    owner: str,
+    lease_seconds: float,
+    grace: float,
+    admission: Admission | None = None,
 ) -> Lease | None:
     """Take the job for one attempt. Exactly one concurrent delivery wins; the rest get None.
 
     Claimable: queued, or running with an expired lease (its worker died). ``attempt`` is
     counted here, so a crash still uses up an attempt. The attempt's hard deadline is its
     time limit plus ``grace`` from now. A retry by the same owner (its first claim's COMMIT
-    failed, but may have happened) gets its own lease back.
+    failed, but may have happened) gets its own lease back. A kind with an ``admission`` may
+    refuse first: the job then stays queued with its waiting_reason (core.lifecycle.admission).
     """
+    if admission is not None and not _owned_by(session, job_id, owner):
+        refusal = admission.refuse(session, job_id)
+        if refusal is not None:
+            hold(session, job_id=job_id, refusal=refusal)
+            return None
     claimable = sa.or_(
         Job.status == JobStatus.queued.value,
         sa.and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now()),
@@ -97,6 +110,15 @@ def claim_job(
         return Lease(job_id=own.id, owner=owner, attempt=own.attempt)
     _settle_unclaimable(session, job_id=job_id, claimable=claimable)
     return None
+
+
+def _owned_by(session: Session, job_id: uuid.UUID, owner: str) -> bool:
+    owned = session.scalar(
+        sa.select(Job.id).where(
+            Job.id == job_id, Job.status == JobStatus.running.value, Job.lease_owner == owner
+        )
+    )
+    return owned is not None
 
 
 def _settle_unclaimable(

@@ -23,6 +23,7 @@ from core.broker.publisher import JobPublisher
 from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, republish_lost
 from core.errors import ConveyorError
 from core.imports import uploads
+from core.lifecycle import admission
 from core.lifecycle.reaper import reap
 from core.settings import Settings
 
@@ -45,6 +46,13 @@ class _Duty:
     interval: float
     run: Callable[[], object]
     due: float = 0.0
+
+
+def _recheck_waiting(sessions: db.Sessions, older_than: float) -> int:
+    """Safety net of admission (core.lifecycle.admission): jobs held back by a limit are
+    put back in the outbox even when no finishing job woke them (its worker crashed)."""
+    with db.transaction(sessions) as session:
+        return admission.recheck_waiting(session, older_than=older_than)
 
 
 class RecoveryLoop:
@@ -75,6 +83,12 @@ class RecoveryLoop:
                     redis_client,
                     older_than=settings.republish_after_seconds,
                 ),
+            ),
+            _Duty(
+                "waiting",
+                # A held-back job is offered again within about the setting.
+                settings.waiting_recheck_seconds / 2,
+                lambda: _recheck_waiting(sessions, settings.waiting_recheck_seconds),
             ),
             # Not recovery, but the same kind of chore: keep the job counters' pending
             # deltas short even when nobody scrapes /metrics (core.job_counters).

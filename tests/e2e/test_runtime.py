@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -217,16 +218,22 @@ def test_a_lost_message_is_published_again(
     assert "relay.republished_lost" in api_log
 
 
-def _cut_second_batch_commit(seen: dict[str, object], data: bytes) -> bool:
-    """Fires on the COMMIT of the second transaction that loaded rows (COPY) on one
-    connection: its rows and checkpoint are committed, but the worker never hears so."""
-    if b"COPY " in data:
-        seen["copy"] = True
-    if b"Q\x00\x00\x00\x0bCOMMIT\x00" in data and seen.pop("copy", False):
-        count = int(str(seen.get("commits", 0))) + 1
-        seen["commits"] = count
-        return count == 2
-    return False
+def _second_batch_commit() -> Callable[[dict[str, object], bytes], bool]:
+    """A tripwire firing on the COMMIT of the second transaction that loaded rows (COPY),
+    whichever pooled connection it ran on: its rows and checkpoint are committed, but the
+    worker never hears so."""
+    loaded_commits = 0
+
+    def tripwire(connection: dict[str, object], data: bytes) -> bool:
+        nonlocal loaded_commits
+        if b"COPY " in data:
+            connection["copy"] = True
+        if b"Q\x00\x00\x00\x0bCOMMIT\x00" in data and connection.pop("copy", False):
+            loaded_commits += 1
+            return loaded_commits == 2
+        return False
+
+    return tripwire
 
 
 @pytest.mark.parametrize("settings_overrides", [{"import_batch_rows": 1000}])
@@ -242,7 +249,7 @@ def test_a_unit_whose_commit_answer_was_lost_is_not_applied_twice(
         platform.start_api()
         platform.start_worker(concurrency=1, extra_env={"CONVEYOR_DATABASE_URL": proxied})
         client = api_client(Role.submitter)
-        proxy.trip_on(_cut_second_batch_commit)
+        proxy.trip_on(_second_batch_commit())
         response = client.post(
             "/v1/imports",
             data={"importer": "products", "mode": "insert"},

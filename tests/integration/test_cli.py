@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 
 from cli.launch import api_argv, flower_command, worker_argv
 from cli.supervisor import ChildSpec, Supervisor
@@ -34,10 +35,16 @@ def cli_env(**overrides: str) -> dict[str, str]:
 
 
 def conveyor(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60, input_text: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(CONVEYOR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(CONVEYOR), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
     )
 
 
@@ -182,6 +189,7 @@ def test_migrate_refuses_a_superuser_in_production(database_url, tmp_path):
         CONVEYOR_ENV="production",
         CONVEYOR_SECRET_KEY="s" * 40,
         CONVEYOR_FLOWER_PASSWORD="f" * 20,
+        CONVEYOR_SECRETS_KEY=Fernet.generate_key().decode(),
     )
 
     result = conveyor("migrate", env=env, cwd=tmp_path)

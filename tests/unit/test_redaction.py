@@ -10,7 +10,7 @@ import logging
 import structlog
 
 from core.logging import RedactingProcessor, configure_logging
-from core.redaction import MASK, Redactor
+from core.secrets.redact import MASK, Redactor
 from core.settings import Settings
 
 
@@ -35,8 +35,8 @@ def test_credentials_inside_text_are_masked():
 
     for secret in ("s3cret", "r3dis", "ghp_tokenvalue", "pw123", "abcdefghijkl", "cvk_abc"):
         assert secret not in text
-    assert "postgresql://app:***@db:5432/app" in text  # the user stays: useful, not secret
-    assert "password=***" in text
+    assert f"postgresql://app:{MASK}@db:5432/app" in text  # the user stays: useful, not secret
+    assert f"password={MASK}" in text
 
 
 def test_known_values_are_masked_anywhere_longest_first():
@@ -54,7 +54,7 @@ def test_other_objects_are_masked_through_their_repr():
             return "Config(url='postgresql://u:topsecret@h/db')"
 
     assert Redactor().value({"settings": Config()}) == {
-        "settings": "Config(url='postgresql://u:***@h/db')"
+        "settings": f"Config(url='postgresql://u:{MASK}@h/db')"
     }
 
 

@@ -6,14 +6,16 @@ import os
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from cli.main import describe_settings_error
 from core.broker.celery_config import celery_config
 from core.broker.redis_client import master_credentials
-from core.settings import DEV_SECRET, Settings
+from core.settings import DEV_SECRET, DEV_SECRETS_KEY, Settings
 
 GOOD_SECRET = "s" * 40
+GOOD_SECRETS_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +34,7 @@ def production(**values: Any) -> Settings:
         "env": "production",
         "secret_key": GOOD_SECRET,
         "flower_password": "f" * 20,
+        "secrets_key": GOOD_SECRETS_KEY,
         "database_password": "d" * 20,
     }
     return build(**{**defaults, **values})
@@ -51,6 +54,7 @@ def test_production_refuses_the_defaults_and_names_every_variable():
     message = str(caught.value)
     assert "CONVEYOR_SECRET_KEY" in message
     assert "CONVEYOR_FLOWER_PASSWORD" in message
+    assert "CONVEYOR_SECRETS_KEY" in message
 
 
 @pytest.mark.parametrize(
@@ -60,6 +64,9 @@ def test_production_refuses_the_defaults_and_names_every_variable():
         ({"secret_key": "short"}, "CONVEYOR_SECRET_KEY"),
         ({"flower_password": "conveyor"}, "CONVEYOR_FLOWER_PASSWORD"),
         ({"debug": True}, "CONVEYOR_DEBUG"),
+        # Rotating away from the development key still refuses to start until it is gone.
+        ({"secrets_key": f"{GOOD_SECRETS_KEY},{DEV_SECRETS_KEY}"}, "CONVEYOR_SECRETS_KEY"),
+        ({"secrets_key": "not-a-fernet-key"}, "secrets_key"),
         ({"database_password": "conveyor"}, "database password"),
         ({"metrics_token": "short"}, "CONVEYOR_METRICS_TOKEN"),
         ({"cors_origins": "*"}, "CONVEYOR_CORS_ORIGINS"),
@@ -117,6 +124,13 @@ def test_reaper_bound_holds_lease_plus_reaper_interval():
         build(lease_seconds=55, reaper_interval=10)
     assert "CONVEYOR_REAPER_BOUND_SECONDS" in str(refused.value)
     assert build(lease_seconds=55, reaper_interval=10, reaper_bound_seconds=90).lease_seconds == 55
+
+
+def test_secrets_key_takes_several_keys_newest_first():
+    other = Fernet.generate_key().decode()
+    settings = build(secrets_key=f" {GOOD_SECRETS_KEY} , {other}")
+
+    assert settings.secrets_key.get_secret_value().count(",") == 1
 
 
 def test_a_separate_database_password_replaces_the_urls():

@@ -1,26 +1,34 @@
-"""Masking secrets in anything that is about to be shown or stored as text: log events,
-exception text, tracebacks.
-
-Three nets, applied recursively to dicts, lists and tuples (any other object is turned into
-its ``repr`` first, so a stray settings object or exception cannot smuggle a value through):
+"""Masking secrets in anything about to be shown or stored: log events, exception text,
+tracebacks, a deployment's Ansible output. One redactor, three nets, applied recursively to
+dicts, lists and tuples (any other object is turned into its ``repr`` first, so a stray
+settings object or exception cannot smuggle a value through):
 
 - a value under a secret-looking key (``password``, ``token``, ``authorization``, ...);
 - secrets inside text: credentials in URLs (``redis://user:PASS@host``), ``password=...``
   pairs (libpq DSNs), bearer tokens, Conveyor API keys;
-- known secret values, wherever they appear: the process's own credentials (from settings)
-  and whatever else is registered with ``add`` (e.g. values resolved from a secrets vault).
+- known secret values, in every shape they can take in output: the value, its stripped and
+  JSON-escaped forms, and each line of a multi-line value (a private key printed line by
+  line). The process's own credentials (from settings) and values resolved from the vault
+  are known values.
+
+Known values are replaced longest first, so a value that contains another is hidden whole.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MASK = "***"
-# Shorter values would mask ordinary words; such secrets are too weak to protect anyway.
+MASK = "********"
+# Shorter configured credentials would mask ordinary words (and are too weak to protect
+# anyway); values from the vault are masked whatever their length.
 MIN_KNOWN_SECRET_CHARS = 6
+# Lines of a multi-line value shorter than this are too common ("-----", "}") to hide alone;
+# the whole value is still hidden wherever it appears intact.
+MIN_LINE_CHARS = 8
 
 _SECRET_KEY_WORDS = (
     "password",
@@ -57,18 +65,31 @@ def secret_key_name(key: str) -> bool:
     return any(word in lowered for word in _SECRET_KEY_WORDS)
 
 
+def _shapes(value: str) -> set[str]:
+    """How a value can appear in output."""
+    shapes = {value, value.strip(), json.dumps(value)[1:-1]}
+    if "\n" in value:
+        shapes.update(
+            line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_LINE_CHARS
+        )
+    return {shape for shape in shapes if shape}
+
+
 class Redactor:
     """Thread-safe; ``add`` may be called while other threads redact."""
 
-    def __init__(self, known: Iterable[str] = ()) -> None:
+    def __init__(self, known: Iterable[str] = (), *, min_chars: int = 1) -> None:
         self._lock = threading.Lock()
         self._known: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
-        self.add(*known)
+        self.add(*known, min_chars=min_chars)
 
-    def add(self, *values: str) -> None:
-        """Mask these exact values from now on (values under 6 characters are ignored)."""
-        fresh = {value for value in values if len(value) >= MIN_KNOWN_SECRET_CHARS}
+    def add(self, *values: str, min_chars: int = MIN_KNOWN_SECRET_CHARS) -> None:
+        """Mask these values (in all their shapes) from now on; shorter ones are ignored."""
+        fresh: set[str] = set()
+        for value in values:
+            if len(value) >= min_chars:
+                fresh |= _shapes(value)
         with self._lock:
             if fresh <= self._known:
                 return
@@ -99,6 +120,26 @@ class Redactor:
 
     def mapping(self, values: Mapping[Any, Any]) -> dict[Any, Any]:
         return {
-            key: MASK if isinstance(key, str) and secret_key_name(key) else self.value(item)
+            self.value(key): MASK
+            if isinstance(key, str) and secret_key_name(key)
+            else self.value(item)
             for key, item in values.items()
         }
+
+    data = value  # a JSON-like structure (an Ansible event), redacted
+
+
+def leaf_strings(value: Any) -> list[str]:
+    """Every string inside a JSON-like structure (and long numbers as text): what a secret
+    object hands to a playbook, each of which must be hidden on its own."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, int | float):
+        return [str(value)] if len(str(value)) >= MIN_LINE_CHARS else []
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in leaf_strings(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in leaf_strings(item)]
+    return []

@@ -1,0 +1,1 @@
+"""Deployments: the request spec, inventory, limits (global cap, per-target lock), retry."""

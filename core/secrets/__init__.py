@@ -1,0 +1,1 @@
+"""Secrets: encrypted at rest (Fernet, key rotation), resolved by name in workers, redacted."""

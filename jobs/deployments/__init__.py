@@ -1,0 +1,1 @@
+"""Deployment jobs: Ansible through ansible-runner, guarded and streamed into the job log."""
