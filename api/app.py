@@ -78,7 +78,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.publisher = publisher
     app.state.redis = redis_client
     app.state.dispatcher = Dispatcher(sessions, publisher)
-    app.state.metrics = build_registry(sessions, breaker, redis_client)
+    app.state.metrics = build_registry(
+        sessions, breaker, redis_client, deployment_slots=settings.deploy_max_running
+    )
     app.state.log_notifier = LogNotifier(
         settings.libpq_url, connect_timeout=settings.database_connect_timeout
     )

@@ -13,8 +13,9 @@ import redis
 import sqlalchemy as sa
 import structlog
 
-from core import db, job_counters
+from core import db
 from core.broker.breaker import RedisBreaker
+from core.lifecycle import counters
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +70,8 @@ def outbox_status(sessions: db.Sessions) -> dict[str, Any]:
     """Jobs committed but not yet published; a growing age means the relay cannot publish.
     Raises DatabaseUnavailable like any other read."""
     with db.transaction(sessions) as session:
-        _, count = job_counters.read(session)
-        oldest = job_counters.oldest_undispatched_age(session)
+        _, count = counters.read(session)
+        oldest = counters.oldest_undispatched_age(session)
     return {
         "undispatched": count,
         "oldest_age_seconds": round(oldest, 3) if oldest is not None else None,

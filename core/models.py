@@ -51,6 +51,12 @@ class Job(Base):
             postgresql_where=sa.text("status = 'queued' AND dispatched_at IS NULL"),
         ),
         sa.Index(
+            "ix_jobs_queued_kind",
+            "kind",
+            "created_at",
+            postgresql_where=sa.text("status = 'queued'"),
+        ),
+        sa.Index(
             "ix_jobs_running_lease",
             "lease_expires_at",
             postgresql_where=sa.text("status = 'running'"),
@@ -217,7 +223,7 @@ class DeploymentTarget(Base):
 
 class JobCounter(Base):
     """Jobs by status (and ``undispatched``), maintained by triggers on ``jobs`` so a metrics
-    scrape never counts the table (core.job_counters). The value is this row plus the
+    scrape never counts the table (core.lifecycle.counters). The value is this row plus the
     not-yet-folded rows of ``job_counter_deltas``."""
 
     __tablename__ = "job_counters"

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from core import db, job_counters
+from core import db
 from core.broker.publisher import JobPublisher
 from core.broker.relay import REQUEST_PUBLISH_GRACE, relay_pass, republish_lost
 from core.errors import ConveyorError
 from core.imports import uploads
-from core.lifecycle import admission
+from core.lifecycle import admission, counters
 from core.lifecycle.reaper import reap
 from core.settings import Settings
 
@@ -34,7 +34,7 @@ COUNTER_FOLD_INTERVAL = 5.0
 
 def _fold_counters(sessions: db.Sessions) -> None:
     with db.transaction(sessions) as session:
-        job_counters.fold(session)
+        counters.fold(session)
 
 
 UPLOAD_PURGE_INTERVAL = 3600.0
@@ -91,7 +91,7 @@ class RecoveryLoop:
                 lambda: _recheck_waiting(sessions, settings.waiting_recheck_seconds),
             ),
             # Not recovery, but the same kind of chore: keep the job counters' pending
-            # deltas short even when nobody scrapes /metrics (core.job_counters).
+            # deltas short even when nobody scrapes /metrics (core.lifecycle.counters).
             _Duty("job_counters", COUNTER_FOLD_INTERVAL, lambda: _fold_counters(sessions)),
             # Retention, not recovery, but it wants the same "somewhere, periodically".
             _Duty(

@@ -9,8 +9,8 @@ import uuid
 
 import sqlalchemy as sa
 
-from core import db, job_counters
-from core.lifecycle import commands, leases, outbox, reaper
+from core import db
+from core.lifecycle import commands, counters, leases, outbox, reaper
 from core.lifecycle.states import JobStatus
 from core.models import Job
 from tests.integration.test_job_store import claim, new_job
@@ -31,8 +31,8 @@ def counted(sessions: db.Sessions) -> tuple[dict[str, int], int]:
 def maintained(sessions: db.Sessions, *, fold: bool) -> tuple[dict[str, int], int]:
     with db.transaction(sessions) as session:
         if fold:
-            assert job_counters.fold(session)
-        return job_counters.read(session)
+            assert counters.fold(session)
+        return counters.read(session)
 
 
 def assert_counts_exact(sessions: db.Sessions) -> None:
@@ -102,7 +102,7 @@ def test_folds_race_with_writers_without_losing_a_change(sessions: db.Sessions) 
         try:
             while not stop.is_set():
                 with db.transaction(sessions) as session:
-                    job_counters.fold(session)
+                    counters.fold(session)
         except BaseException as error:  # reported below
             errors.append(error)
 

@@ -18,6 +18,9 @@ from core.lifecycle.states import JobStatus
 from core.models import Job
 
 UNDISPATCHED = "undispatched"
+# Upper bounds (seconds) of the run-time histogram, as the trigger of migration 0120 buckets
+# them (a frozen copy there; tests/integration/test_job_counters.py checks they agree).
+RUN_TIME_BUCKETS = ("0.1", "0.5", "1", "5", "15", "60", "300", "900", "3600", "14400")
 FOLD_LOCK_ID = 0x636E7472  # "cntr"
 
 _FOLD = sa.text(
@@ -48,11 +51,46 @@ def fold(session: Session) -> bool:
     return True
 
 
+def read_all(session: Session) -> dict[str, int]:
+    """Every counter by name: statuses, ``undispatched``, and the series of migration
+    0120_job_metrics (``finished:<kind>:<status>``, ``runtime:<kind>:<le>``, ...)."""
+    return {name: int(value or 0) for name, value in session.execute(_READ)}
+
+
 def read(session: Session) -> tuple[dict[str, int], int]:
     """(jobs by status, every status present; jobs waiting to be published)."""
-    rows: dict[str, int | None] = {name: value for name, value in session.execute(_READ)}
-    counts = {status.value: int(rows.get(status.value) or 0) for status in JobStatus}
-    return counts, int(rows.get(UNDISPATCHED) or 0)
+    rows = read_all(session)
+    counts = {status.value: rows.get(status.value, 0) for status in JobStatus}
+    return counts, rows.get(UNDISPATCHED, 0)
+
+
+def running_by_kind(session: Session) -> dict[str, int]:
+    """Running jobs per kind: bounded by the worker slots, read from the partial index of
+    running leases (not a count of the table)."""
+    rows = session.execute(
+        sa.select(Job.kind, sa.func.count())
+        .where(Job.status == JobStatus.running.value)
+        .group_by(Job.kind)
+    )
+    return {kind: int(count) for kind, count in rows}
+
+
+def oldest_waiting_age(session: Session, kinds: list[str]) -> dict[str, float]:
+    """Seconds the oldest queued job of each kind has waited (kinds with none left out):
+    the first entry per kind of ``ix_jobs_queued_kind``."""
+    ages: dict[str, float] = {}
+    for kind in kinds:
+        oldest = (
+            sa.select(Job.created_at)
+            .where(Job.status == JobStatus.queued.value, Job.kind == kind)
+            .order_by(Job.created_at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        age = session.scalar(sa.select(sa.func.extract("epoch", sa.func.now() - oldest)))
+        if age is not None:
+            ages[kind] = float(age)
+    return ages
 
 
 def oldest_undispatched_age(session: Session) -> float | None:
