@@ -82,10 +82,13 @@ def worker_argv(
     hostname: str | None = None,
     pool: str = "prefork",
 ) -> list[str]:
+    # --quiet (JSON logs): no ASCII-art banner on stdout, every line is a JSON record.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
     argv = python_module(
         "celery",
         "-A",
         CELERY_APP,
+        *quiet,
         "worker",
         "-Q",
         ",".join(queues),
@@ -121,6 +124,8 @@ def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         "flower",
         f"--address={settings.flower_host}",
         f"--port={settings.flower_port}",
+        # Tornado's own handler off: jobs.flower_app configures ours (JSON when asked).
+        "--logging=none",
     )
     env = {
         name: value

@@ -19,7 +19,17 @@ from core.secrets.redact import Redactor
 from core.settings import Settings
 
 # Loggers that come with handlers of their own; their lines go through ours instead.
-_FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "kombu")
+_FOREIGN_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "celery",
+    "kombu",
+    "flower",
+    "tornado.access",
+    "tornado.application",
+    "tornado.general",
+)
 
 _redactor = Redactor()
 
@@ -76,6 +86,8 @@ def configure_logging(settings: Settings) -> None:
         foreign = logging.getLogger(name)
         foreign.handlers.clear()
         foreign.propagate = True
+    # Warnings (Celery's "running as root", deprecations) become log records too.
+    logging.captureWarnings(True)
 
 
 def bind_job_context(

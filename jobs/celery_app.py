@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -12,6 +15,7 @@ import redis
 import sqlalchemy as sa
 import structlog
 from celery import Celery, bootsteps, signals
+from celery.apps import worker as celery_worker_app
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from core import db, tracing
@@ -163,8 +167,27 @@ class TaskSpans(CeleryInstrumentor):
         return None
 
 
+def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's worker writes a few lines from its signal handlers straight to the terminal
+    ("worker: Warm shutdown (MainProcess)"), with a raw ``os.write`` because logging from a
+    signal handler could deadlock. In JSON mode they are written the same raw way, as JSON
+    records, so nothing the worker prints is unstructured."""
+    record = {
+        "event": msg.strip(),
+        "level": "warning",
+        "logger": "celery.apps.worker",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    os.write(f.fileno(), (json.dumps(record) + "\n").encode())
+
+
 def make_celery(settings: Settings) -> ConveyorCelery:
+    # Before Celery says anything (its start-up warnings included); Celery's setup_logging
+    # signal below configures the same again once it would set up its own.
+    configure_logging(settings)
     app = ConveyorCelery(settings)
+    if settings.log_format == "json":
+        celery_worker_app.safe_say = _say_as_json
     admissions = job_admissions(settings)
     if tracing.configure("conveyor-worker"):
         TaskSpans().instrument()  # type: ignore[no-untyped-call]

@@ -13,10 +13,12 @@ from typing import Any
 from celery import Celery
 
 from core.broker.celery_config import celery_config
+from core.logging import configure_logging
 from core.settings import Settings
 
 
 def make_flower_celery(settings: Settings) -> Any:
+    configure_logging(settings)  # Flower's and Tornado's records through our renderer
     app = Celery("conveyor", set_as_current=True)
     app.conf.update(celery_config(settings))
     return app
