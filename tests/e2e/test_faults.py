@@ -96,7 +96,14 @@ def assert_each_ran_once(sessions: db.Sessions, job_ids: list[str]) -> None:
                 JobEvent.job_id.in_(job_ids), JobEvent.type == "status"
             )
         ).all()
-    assert set(attempts.values()) == {1}
+        twice = [job_id for job_id, attempt in attempts.items() if attempt != 1]
+        history = [
+            (str(e.job_id), e.at.isoformat(), e.attempt, e.type, e.data)
+            for e in session.scalars(
+                sa.select(JobEvent).where(JobEvent.job_id.in_(twice[:3])).order_by(JobEvent.id)
+            )
+        ]
+    assert not twice, f"{len(twice)} jobs ran more than once, e.g. {history}"
     counts = Counter((str(job_id), status) for job_id, status in events)
     for job_id in job_ids:
         assert counts[(job_id, "running")] == 1, f"job {job_id} claimed more than once"

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -68,6 +69,7 @@ def test_a_master_killed_mid_load_loses_and_doubles_nothing(
     env = _through_sentinel(sentinels)
     platform.start_api(env)
     workers = [platform.start_worker(concurrency=2, extra_env=env) for _ in range(2)]
+    _, flower_url = platform.start_flower(env)
     client = api_client(Role.submitter)
     assert client.get("/health/redis").json()["status"] == "up"
 
@@ -111,6 +113,10 @@ def test_a_master_killed_mid_load_loses_and_doubles_nothing(
         if '"broker.new_epoch"' in line and '"previous": null' not in line
     ]
     assert new_epochs, "no relay noticed the failover"
+    # Flower follows the master too: it still sees both workers through the new master.
+    auth = (settings.flower_user, settings.flower_password.get_secret_value())
+    seen = httpx.get(f"{flower_url}/api/workers?refresh=1", auth=auth, timeout=30).json()
+    assert len(seen) == 2, seen
     print(
         f"\nsentinel failover: replica promoted {promoted:.1f} s after the kill; "
         f"dispatch resumed {resumed - killed:.1f} s after the kill; "
