@@ -121,13 +121,30 @@ def breaker(platform: services.Platform) -> dict[str, Any]:
 
 def wait_all_succeeded(sessions: db.Sessions, job_ids: list[str], timeout: float) -> float:
     started = time.monotonic()
-    services.wait_until(
-        lambda: jobs_by_status(sessions, job_ids).get("succeeded") == len(job_ids),
-        timeout=timeout,
-        interval=0.1,
-        message=f"{len(job_ids)} jobs to succeed",
-    )
+    try:
+        services.wait_until(
+            lambda: jobs_by_status(sessions, job_ids).get("succeeded") == len(job_ids),
+            timeout=timeout,
+            interval=0.1,
+            message=f"{len(job_ids)} jobs to succeed",
+        )
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; {dispatch_state(sessions, job_ids)}") from None
     return time.monotonic() - started
+
+
+def dispatch_state(sessions: db.Sessions, job_ids: list[str]) -> dict[str, int]:
+    """Where unfinished jobs are stuck: counts by (status, dispatched or not)."""
+    with db.transaction(sessions) as session:
+        rows = session.execute(
+            sa.select(Job.status, Job.dispatched_at.is_not(None), sa.func.count())
+            .where(Job.id.in_(job_ids))
+            .group_by(Job.status, Job.dispatched_at.is_not(None))
+        )
+        return {
+            f"{status}/{'dispatched' if dispatched else 'undispatched'}": int(count)
+            for status, dispatched, count in rows
+        }
 
 
 # --- Redis stopped ----------------------------------------------------------------------------

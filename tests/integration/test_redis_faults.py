@@ -1,10 +1,13 @@
 """Redis faults below the HTTP layer, on a private redis-server that is really stopped or
 frozen: publishing stays bounded and feeds the breaker, concurrent Redis calls do not queue
 behind one hung call, two relays publish each job once, a Redis that lost its data gets its
-published jobs back (broker epoch), and queue depth is read through the breaker."""
+published jobs back (broker epoch), queue depth is read through the breaker, and an ack lost
+to a frozen Redis does not stop a consumer."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -13,9 +16,13 @@ from collections.abc import Iterator
 import pybreaker
 import pytest
 import redis
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.message import Message
 
 from core import db
 from core.broker.breaker import RedisBreaker
+from core.broker.celery_config import celery_config
 from core.broker.epoch import EPOCH_KEY
 from core.broker.publisher import JobMessage, JobPublisher
 from core.broker.queue_depth import queue_depths
@@ -25,6 +32,7 @@ from core.lifecycle import commands, leases, queries
 from core.lifecycle.states import JobStatus
 from core.models import Job
 from core.settings import Settings
+from jobs import broker_transport
 from tests import services
 
 
@@ -230,3 +238,42 @@ def test_queue_depths_go_through_the_breaker(
     finally:
         publisher.close()
         client.close()
+
+
+def test_an_ack_that_times_out_still_frees_the_prefetch_slot(
+    redis_settings: Settings, private_redis: services.RedisServer
+) -> None:
+    """kombu's Redis QoS frees a delivery's prefetch slot only once Redis confirmed its ack,
+    so a worker (prefetch one per slot) whose ack timed out on a frozen Redis never fetched
+    again. With our transport the failed ack is reported and the next message still comes."""
+    config = celery_config(redis_settings)
+    received: list[Message] = []
+    with Connection(
+        config["broker_url"],
+        transport=broker_transport.Transport,
+        transport_options=config["broker_transport_options"],
+    ) as connection:
+        queue = Queue(f"ack-{uuid.uuid4().hex[:8]}")
+        producer = connection.Producer()
+        consumer = connection.Consumer(
+            queue, callbacks=[lambda _body, message: received.append(message)]
+        )
+        consumer.qos(prefetch_count=1)
+        with consumer:
+            producer.publish({"n": 1}, routing_key=queue.name, declare=[queue])
+            connection.drain_events(timeout=5)
+            assert len(received) == 1
+
+            private_redis.pause()
+            try:
+                with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+                    received[0].ack()
+            finally:
+                private_redis.resume()
+
+            producer.publish({"n": 2}, routing_key=queue.name, declare=[queue])
+            deadline = time.monotonic() + 10
+            while len(received) < 2 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    connection.drain_events(timeout=1)
+    assert [message.payload["n"] for message in received] == [1, 2]
