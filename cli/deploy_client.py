@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from cli import api_session
+from cli.api_session import UsageError, problem_text
 from core.settings import Settings
 
 TARGET = re.compile(
@@ -58,10 +60,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--api-url", default=os.environ.get("CONVEYOR_API_URL"))
     parser.add_argument("--api-key", default=os.environ.get("CONVEYOR_API_KEY"))
     parser.set_defaults(handler=cmd_deploy)
-
-
-class UsageError(Exception):
-    """A command-line value that cannot make a request."""
 
 
 def parse_target(text: str) -> dict[str, Any]:
@@ -121,41 +119,28 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{body.get('code', response.status_code)}: {body.get('message', response.text)}"
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-
-
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
-    api_url = (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-    if not args.api_key:
-        print("conveyor: an API key is needed (--api-key or CONVEYOR_API_KEY)", file=sys.stderr)
-        return 2
+    url = api_session.api_url(args, settings)
     try:
         body = build_request(args)
+        client = api_session.open_client(args, settings, timeout=30.0)
     except UsageError as error:
         print(f"conveyor: {error}", file=sys.stderr)
         return 2
-    headers = {"Authorization": f"Bearer {args.api_key}"}
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
     try:
-        with httpx.Client(base_url=api_url, headers=headers, timeout=30.0) as client:
+        with client:
             response = client.post("/v1/deployments", json=body)
             if response.status_code >= 400:
-                print(f"conveyor: deployment refused: {_problem(response)}", file=sys.stderr)
+                print(f"conveyor: deployment refused: {problem_text(response)}", file=sys.stderr)
                 return 2
             job: dict[str, Any] = response.json()
             print(f"Deployment job {job['id']} submitted.", flush=True)
             if not args.follow:
-                print(f"Follow it: {api_url}/v1/jobs/{job['id']}/logs/stream")
+                print(f"Follow it: {url}/v1/jobs/{job['id']}/logs/stream")
                 return 0
             return follow(client, job["id"])
     except httpx.HTTPError as error:
-        print(f"conveyor: cannot talk to the API at {api_url}: {error}", file=sys.stderr)
+        print(f"conveyor: cannot talk to the API at {url}: {error}", file=sys.stderr)
         return 1
 
 
@@ -200,7 +185,7 @@ def follow(client: httpx.Client, job_id: str) -> int:
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    print(f"conveyor: cannot follow: {_problem(response)}", file=sys.stderr)
+                    print(f"conveyor: cannot follow: {problem_text(response)}", file=sys.stderr)
                     return 1
                 for event, data, event_id in sse_events(response.iter_lines()):
                     if event == "log":

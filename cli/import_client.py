@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from cli import api_session
 from core.settings import Settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -52,30 +53,19 @@ def _form(args: argparse.Namespace) -> dict[str, str]:
     return form
 
 
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{body.get('code', response.status_code)}: {body.get('message', response.text)}"
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-
-
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    api_url = (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-    if not args.api_key:
-        print("conveyor: an API key is needed (--api-key or CONVEYOR_API_KEY)", file=sys.stderr)
-        return 2
     if not args.file.is_file():
         print(f"conveyor: no such file: {args.file}", file=sys.stderr)
         return 2
-    headers = {"Authorization": f"Bearer {args.api_key}"}
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
+    url = api_session.api_url(args, settings)
     try:
-        with httpx.Client(base_url=api_url, headers=headers, timeout=60.0) as client:
-            return _run(client, args, api_url)
+        with api_session.open_client(args, settings, timeout=60.0) as client:
+            return _run(client, args, url)
+    except api_session.UsageError as error:
+        print(f"conveyor: {error}", file=sys.stderr)
+        return 2
     except httpx.HTTPError as error:
-        print(f"conveyor: cannot talk to the API at {api_url}: {error}", file=sys.stderr)
+        print(f"conveyor: cannot talk to the API at {url}: {error}", file=sys.stderr)
         return 1
 
 
@@ -84,7 +74,7 @@ def _run(client: httpx.Client, args: argparse.Namespace, api_url: str) -> int:
         files = {"file": (args.file.name, file, "text/csv")}
         response = client.post("/v1/imports", data=_form(args), files=files)
     if response.status_code >= 400:
-        print(f"conveyor: import refused: {_problem(response)}", file=sys.stderr)
+        print(f"conveyor: import refused: {api_session.problem_text(response)}", file=sys.stderr)
         return 1
     job: dict[str, Any] = response.json()
     print(f"Import job {job['id']} submitted ({args.file.stat().st_size:,} bytes).")
