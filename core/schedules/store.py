@@ -180,6 +180,11 @@ class Firing:
     decided_at: datetime
 
 
+def _own_first(job_id: uuid.UUID | None, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The firing's own job_id first, then the others (one per inbox file)."""
+    return sorted(job_ids, key=lambda other: other != job_id)
+
+
 def firings(
     session: Session, schedule_id: uuid.UUID, *, limit: int, before: datetime | None
 ) -> tuple[list[Firing], datetime | None]:
@@ -215,7 +220,7 @@ def firings(
             fire_time=row.fire_time,
             status=row.status,
             job_id=row.job_id,
-            job_ids=jobs.get(row.fire_time, []),
+            job_ids=_own_first(row.job_id, jobs.get(row.fire_time, [])),
             detail=row.detail,
             decided_at=row.created_at,
         )

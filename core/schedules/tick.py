@@ -156,6 +156,8 @@ def _inbox_uploads(
     root: Path = settings.import_inbox
     adopt = []
     for old_time, folder in inbox.leftover_claims(root, schedule.id):
+        if old_time == fire_time:  # this very firing, retried after a crash: claim() reuses it
+            continue
         committed = session.scalar(
             sa.select(ScheduleFiring.id).where(
                 ScheduleFiring.schedule_id == schedule.id, ScheduleFiring.fire_time == old_time
