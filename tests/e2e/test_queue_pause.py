@@ -61,7 +61,7 @@ def test_paused_queue_holds_jobs_until_resumed(platform, api_client, sessions: d
     assert queue["depth"] == 3
     assert queue["running"] == 0
     assert queue["oldest_waiting_seconds"] >= 3
-    argv = [str(arg) for arg in worker.popen.args]  # type: ignore[union-attr]
+    argv = [str(arg) for arg in worker.popen.args]
     node = argv[argv.index("--hostname") + 1].split("@")[0]
     assert [name.split("@")[0] for name in queue["workers"]] == [node]
     assert _queue(operator, "imports")["paused"] is False
