@@ -82,11 +82,15 @@ def check_cron(expression: str) -> str:
     if len(fields) != 5:
         raise ValueError("a cron expression has five fields: minute hour day month weekday")
     normalised = " ".join(fields)
-    if not croniter.is_valid(normalised):
+    try:
+        valid = croniter.is_valid(normalised)
+    except Exception:  # croniter's parser may raise more than it documents on odd input
+        valid = False
+    if not valid:
         raise ValueError(f"invalid cron expression {expression!r}")
     try:
         _next_cron(normalised, ZoneInfo("UTC"), datetime(2000, 1, 1, tzinfo=UTC))
-    except (ValueError, KeyError) as error:  # croniter's CroniterBadDateError is a ValueError
+    except Exception as error:  # CroniterBadDateError (a ValueError) for "never"
         raise ValueError(f"cron expression {expression!r} never fires") from error
     return normalised
 
