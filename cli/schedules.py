@@ -9,6 +9,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cli.api_access import Api, ApiRefused, add_api_options, run
 from core.settings import Settings
@@ -123,8 +124,11 @@ def _resolve(api: Api, ref: str) -> str:
     raise ApiRefused(f"not_found: no schedule named {ref!r}")
 
 
-def _when(value: str | None) -> str:
-    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S%z") if value else "-"
+def _when(value: str | None, timezone: str = "UTC") -> str:
+    """An instant on the schedule's own wall clock."""
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone(ZoneInfo(timezone)).strftime("%F %T %Z")
 
 
 def _print_schedule(schedule: dict[str, Any]) -> None:
@@ -132,8 +136,9 @@ def _print_schedule(schedule: dict[str, Any]) -> None:
     state = "paused" if schedule["paused"] else "active"
     print(
         f"{schedule['id']}  {schedule['name']:<20}  {timing:<16}  {schedule['timezone']:<14}  "
-        f"{schedule['job']['kind']:<10}  {state:<6}  next {_when(schedule['next_fire_at'])}  "
-        f"last {_when(schedule['last_fired_at'])}"
+        f"{schedule['job']['kind']:<10}  {state:<6}  "
+        f"next {_when(schedule['next_fire_at'], schedule['timezone'])}  "
+        f"last {_when(schedule['last_fired_at'], schedule['timezone'])}"
     )
 
 
