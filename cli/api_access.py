@@ -4,6 +4,7 @@ queues``): the URL and key options, one client, and refusals printed as ``code: 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -33,6 +34,8 @@ def problem(response: httpx.Response) -> str:
 
 class Api:
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        # httpx logs every request at INFO: noise on a terminal, which shows the answers.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.url = (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
         if not args.api_key:
             raise ApiRefused("an API key is needed (--api-key or CONVEYOR_API_KEY)")
