@@ -66,12 +66,15 @@ def timing_of(schedule: Schedule) -> Timing:
     return Timing(schedule.cron, schedule.interval_seconds, schedule.timezone, schedule.anchor_at)
 
 
-def _lock_due(session: Session, now: datetime) -> Schedule | None:
+def _lock_due(session: Session, now: datetime | None) -> Schedule | None:
+    """One due schedule, locked; ``now`` None means the database's clock (an idle tick is
+    then one statement)."""
+    due_by: datetime | sa.ColumnElement[datetime] = sa.func.now() if now is None else now
     return session.scalar(
         sa.select(Schedule)
         .where(
             ~Schedule.paused,
-            Schedule.next_fire_at <= now,
+            Schedule.next_fire_at <= due_by,
             # A revoked owner's schedule does not fire (its jobs would run as nobody).
             Schedule.owner_id.in_(sa.select(ApiKey.id).where(ApiKey.revoked_at.is_(None))),
         )
@@ -248,11 +251,11 @@ def tick(
     result = TickResult()
     for _ in range(max_schedules):
         with db.transaction(sessions) as session:
-            current = now or session.scalar(sa.select(sa.func.now()))
-            assert current is not None
-            schedule = _lock_due(session, current)
+            schedule = _lock_due(session, now)
             if schedule is None:
                 break
+            current = now or session.scalar(sa.select(sa.func.now()))
+            assert current is not None
             schedule_id = schedule.id
             processed = _handle(session, schedule, current, settings, result)
         result.schedules += 1
