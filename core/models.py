@@ -304,7 +304,8 @@ class ScheduleFiring(Base):
     __table_args__ = (
         sa.UniqueConstraint("schedule_id", "fire_time"),
         sa.CheckConstraint(
-            "status IN ('created', 'skipped_overlap', 'skipped_no_input', 'skipped_catch_up')",
+            "status IN ('created', 'skipped_overlap', 'skipped_no_input', 'skipped_catch_up', "
+            "'failed')",
             name="status",
         ),
         # Retention deletes jobs; the foreign key's SET NULL looks firings up by job.

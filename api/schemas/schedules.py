@@ -113,7 +113,9 @@ class ScheduleList(BaseModel):
     items: list[ScheduleOut]
 
 
-FiringStatus = Literal["created", "skipped_overlap", "skipped_no_input", "skipped_catch_up"]
+FiringStatus = Literal[
+    "created", "skipped_overlap", "skipped_no_input", "skipped_catch_up", "failed"
+]
 
 
 class FiringOut(BaseModel):

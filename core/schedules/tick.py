@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from core import db
 from core.broker.publisher import JobMessage, JobPublisher, dispatch_now
 from core.deployments import limits
-from core.errors import PayloadTooLarge
+from core.errors import ConveyorError, DependencyUnavailable, PayloadTooLarge
 from core.imports.options import StoredFile
 from core.lifecycle import commands
 from core.lifecycle.states import ACTIVE
@@ -49,6 +49,10 @@ CREATED = "created"
 SKIPPED_OVERLAP = "skipped_overlap"
 SKIPPED_NO_INPUT = "skipped_no_input"
 SKIPPED_CATCH_UP = "skipped_catch_up"
+# The firing could not make its job (its template no longer valid under the operator's
+# limits, an unreadable inbox...): recorded with the reason, and the schedule moves on
+# instead of blocking every tick behind it.
+FAILED = "failed"
 # Bounds per schedule and tick: a schedule down for a long time catches up over several
 # ticks ("all") or records only its most recent missed fire times ("skip", "latest").
 MAX_FIRINGS_PER_TICK = 100
@@ -163,7 +167,9 @@ def _inbox_uploads(
             continue
         committed = session.scalar(
             sa.select(ScheduleFiring.id).where(
-                ScheduleFiring.schedule_id == schedule.id, ScheduleFiring.fire_time == old_time
+                ScheduleFiring.schedule_id == schedule.id,
+                ScheduleFiring.fire_time == old_time,
+                ScheduleFiring.status != FAILED,
             )
         )
         if committed is not None:
@@ -238,6 +244,68 @@ def _handle(
     return fired
 
 
+def _record_failure(
+    sessions: db.Sessions, schedule_id: uuid.UUID, now: datetime | None, error: Exception
+) -> bool:
+    """Record the schedule's due fire times as failed and move it past them. Inbox files a
+    failed firing claimed stay claimed; the next firing imports them. False when even this
+    failed (the tick then stops until its next run)."""
+    message = error.message if isinstance(error, ConveyorError) else "internal error; see logs"
+    detail = {"code": getattr(error, "code", "internal_error"), "message": message[:500]}
+    try:
+        with db.transaction(sessions) as session:
+            schedule = session.scalar(
+                sa.select(Schedule)
+                .where(Schedule.id == schedule_id)
+                .with_for_update(skip_locked=True)
+            )
+            current = now or session.scalar(sa.select(sa.func.now()))
+            if schedule is None or current is None or schedule.next_fire_at > current:
+                return True  # another process handled it meanwhile
+            timing = timing_of(schedule)
+            due = list(timing.times_between(schedule.next_fire_at, current))
+            for fire_time in due[-MAX_SKIPPED_RECORDED:]:
+                _record(session, schedule, fire_time, FAILED, detail)
+            schedule.last_fired_at = due[-1] if due else schedule.last_fired_at
+            schedule.next_fire_at = timing.next_after(current)
+            schedule.updated_at = current
+    except Exception:
+        log.exception("schedules.failure_not_recorded", schedule_id=str(schedule_id))
+        return False
+    return True
+
+
+def _tick_one(
+    sessions: db.Sessions, settings: Settings, now: datetime | None, result: TickResult
+) -> bool:
+    """Handle one due schedule in a transaction of its own; False when none is due (or
+    a failure could not even be recorded)."""
+    schedule_id: uuid.UUID | None = None
+    try:
+        with db.transaction(sessions) as session:
+            schedule = _lock_due(session, now)
+            if schedule is None:
+                return False
+            schedule_id = schedule.id
+            current = now or session.scalar(sa.select(sa.func.now()))
+            assert current is not None
+            processed = _handle(session, schedule, current, settings, result)
+    except DependencyUnavailable:
+        raise  # nothing was decided; the next tick tries again
+    except Exception as error:
+        log.exception("schedules.firing_failed", schedule_id=str(schedule_id))
+        if schedule_id is None or not _record_failure(sessions, schedule_id, now, error):
+            return False
+        result.firings[FAILED] = result.firings.get(FAILED, 0) + 1
+        return True
+    result.schedules += 1
+    # Committed: this firing's inbox files are imported; file them under processed/.
+    if settings.import_inbox is not None:
+        for fire_time in processed:
+            inbox.mark_processed(settings.import_inbox, schedule_id, fire_time)
+    return True
+
+
 def tick(
     sessions: db.Sessions,
     settings: Settings,
@@ -250,19 +318,8 @@ def tick(
     clock; tests pass one to play hours in an instant."""
     result = TickResult()
     for _ in range(max_schedules):
-        with db.transaction(sessions) as session:
-            schedule = _lock_due(session, now)
-            if schedule is None:
-                break
-            current = now or session.scalar(sa.select(sa.func.now()))
-            assert current is not None
-            schedule_id = schedule.id
-            processed = _handle(session, schedule, current, settings, result)
-        result.schedules += 1
-        # Committed: this firing's inbox files are imported; file them under processed/.
-        if settings.import_inbox is not None:
-            for fire_time in processed:
-                inbox.mark_processed(settings.import_inbox, schedule_id, fire_time)
+        if not _tick_one(sessions, settings, now, result):
+            break
     if publisher is not None:
         for message in result.messages:
             dispatch_now(sessions, publisher, message)

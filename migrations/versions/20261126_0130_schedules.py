@@ -104,7 +104,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('created', 'skipped_overlap', 'skipped_no_input', 'skipped_catch_up')",
+            "status IN ('created', 'skipped_overlap', 'skipped_no_input', 'skipped_catch_up', "
+            "'failed')",
             name=op.f("ck_schedule_firings_status"),
         ),
         sa.ForeignKeyConstraint(

@@ -297,3 +297,44 @@ def test_files_claimed_by_a_firing_that_crashed_are_imported_by_the_retry(
     with db.transaction(sessions) as session:
         count = session.scalar(sa.select(sa.func.count()).select_from(ScheduleFiring))
     assert count == 1
+
+
+def test_a_firing_that_cannot_make_its_job_is_recorded_and_blocks_nothing(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    job = {"kind": "sleep", "params": {"seconds": 1, "timeout_seconds": 50}}
+    broken = create(client, operator, job=job, overlap="allow")["id"]
+    healthy = create(client, operator, overlap="allow")["id"]
+    start = max(anchor(sessions, broken), anchor(sessions, healthy))
+    # The operator lowered the sleep limit below what the schedule asks for.
+    strict = settings.model_copy(update={"time_limits": {**settings.time_limits, "sleep": 10.0}})
+    for minute in (1, 2):
+        tick(sessions, strict, now=start + timedelta(seconds=60 * minute + 1))
+    failed = firings(client, operator, broken)
+    assert [f["status"] for f in failed] == ["failed", "failed"]
+    assert failed[0]["detail"]["code"] == "invalid_request"
+    assert failed[0]["job_id"] is None
+    assert [f["status"] for f in firings(client, operator, healthy)] == ["created", "created"]
+
+
+def test_inbox_files_of_a_failed_firing_are_imported_by_the_next(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    assert settings.import_inbox is not None
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "products-*.csv"}
+    sid = create(client, operator, job=job)["id"]
+    t0 = anchor(sessions, sid)
+    write_inbox_file(settings, "products-1.csv", 3)
+    blocked = settings.storage_dir.parent / "not-a-directory"
+    blocked.write_text("upload storage cannot be created here")
+    tick(
+        sessions,
+        settings.model_copy(update={"storage_dir": blocked}),
+        now=t0 + timedelta(seconds=61),
+    )
+    assert [f["status"] for f in firings(client, operator, sid)] == ["failed"]
+    tick(sessions, settings, now=t0 + timedelta(seconds=121))
+    statuses = [(f["status"], len(f["job_ids"])) for f in firings(client, operator, sid)]
+    assert statuses == [("created", 1), ("failed", 0)]
+    (imported,) = jobs_of(sessions, sid)
+    assert imported.params["upload"]["filename"] == "products-1.csv"
