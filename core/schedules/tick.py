@@ -70,10 +70,12 @@ def timing_of(schedule: Schedule) -> Timing:
     return Timing(schedule.cron, schedule.interval_seconds, schedule.timezone, schedule.anchor_at)
 
 
-def _lock_due(session: Session, now: datetime | None) -> Schedule | None:
+def _lock_due(session: Session, now: datetime | None, *, imports: bool) -> Schedule | None:
     """One due schedule, locked; ``now`` None means the database's clock (an idle tick is
-    then one statement)."""
+    then one statement). A process without an import inbox leaves import schedules to the
+    processes that have one."""
     due_by: datetime | sa.ColumnElement[datetime] = sa.func.now() if now is None else now
+    kinds = [] if imports else [Schedule.job["kind"].astext != IMPORT_KIND]
     return session.scalar(
         sa.select(Schedule)
         .where(
@@ -81,6 +83,7 @@ def _lock_due(session: Session, now: datetime | None) -> Schedule | None:
             Schedule.next_fire_at <= due_by,
             # A revoked owner's schedule does not fire (its jobs would run as nobody).
             Schedule.owner_id.in_(sa.select(ApiKey.id).where(ApiKey.revoked_at.is_(None))),
+            *kinds,
         )
         .order_by(Schedule.next_fire_at)
         .limit(1)
@@ -200,14 +203,10 @@ def _fire(
     else:
         uploads: list[StoredFile | None] = [None]
         if schedule.job["kind"] == IMPORT_KIND:
-            uploads = []
-            if settings.import_inbox is None:
-                detail["error"] = "CONVEYOR_IMPORT_INBOX is not set"
-            else:
-                stored, refused = _inbox_uploads(session, schedule, fire_time, settings)
-                uploads.extend(stored)
-                if refused:
-                    detail["refused_too_large"] = refused
+            stored, refused = _inbox_uploads(session, schedule, fire_time, settings)
+            uploads = list[StoredFile | None](stored)
+            if refused:
+                detail["refused_too_large"] = refused
         specs = [job_spec(schedule.job, settings, upload) for upload in uploads]
         jobs = [_submit(session, schedule, fire_time, spec, settings) for spec in specs]
         status = CREATED if jobs else SKIPPED_NO_INPUT
@@ -283,7 +282,7 @@ def _tick_one(
     schedule_id: uuid.UUID | None = None
     try:
         with db.transaction(sessions) as session:
-            schedule = _lock_due(session, now)
+            schedule = _lock_due(session, now, imports=settings.import_inbox is not None)
             if schedule is None:
                 return False
             schedule_id = schedule.id

@@ -338,3 +338,17 @@ def test_inbox_files_of_a_failed_firing_are_imported_by_the_next(
     assert statuses == [("created", 1), ("failed", 0)]
     (imported,) = jobs_of(sessions, sid)
     assert imported.params["upload"]["filename"] == "products-1.csv"
+
+
+def test_processes_without_an_inbox_leave_import_schedules_alone(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "products-*.csv"}
+    imports = create(client, operator, job=job)["id"]
+    noop = create(client, operator)["id"]
+    now = max(anchor(sessions, imports), anchor(sessions, noop)) + timedelta(seconds=61)
+    tick(sessions, settings.model_copy(update={"import_inbox": None}), now=now)
+    assert firings(client, operator, imports) == []
+    assert [f["status"] for f in firings(client, operator, noop)] == ["created"]
+    tick(sessions, settings, now=now)
+    assert [f["status"] for f in firings(client, operator, imports)] == ["skipped_no_input"]
