@@ -188,8 +188,8 @@ class Settings(BaseSettings):
     # finishing job woke it (its finisher crashed, a lease expired).
     waiting_recheck_seconds: float = Field(default=10.0, gt=0)
     # Schedules (core/schedules): every API and worker process ticks this often; a firing
-    # picked up later than the grace (at most half the schedule's period) counts as missed
-    # and follows the schedule's catch_up policy.
+    # picked up later than the grace (at most half the schedule's period, at least two
+    # ticks + 1 s) counts as missed and follows the schedule's catch_up policy.
     schedule_tick_interval: float = Field(default=1.0, gt=0)
     schedule_misfire_grace_seconds: float = Field(default=30.0, gt=0)
     # Server-side drop folder of scheduled imports; unset: no import schedules.

@@ -14,7 +14,8 @@ A crash anywhere before the COMMIT leaves nothing: the schedule is still due and
 tick decides the same fire time again. After the COMMIT the jobs are in the outbox; they are
 published at once here, or by the relay. What counts as *missed* (for ``catch_up``): a fire
 time picked up more than the grace (``schedule_misfire_grace_seconds``, at most half the
-schedule's period) after it was due, i.e. while no process was ticking.
+schedule's period, at least two ticks + 1 s) after it was due, i.e. while no process was
+ticking.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _lock_due(session: Session, now: datetime | None, *, imports: bool) -> Sched
 
 
 def _plan(
-    schedule: Schedule, timing: Timing, now: datetime, grace: float
+    schedule: Schedule, timing: Timing, now: datetime, settings: Settings
 ) -> list[tuple[datetime, bool]]:
     """The due fire times to record now, each with whether it may fire (else missed)."""
     if schedule.catch_up == "all":
@@ -107,7 +108,12 @@ def _plan(
     if not due:
         return []
     *missed, latest = due
-    on_time = (now - latest).total_seconds() <= min(grace, timing.period_at(latest) / 2)
+    # Late by more than the grace means nothing ticked when it fell due. The grace is at
+    # most half the period, but never less than a couple of ticks (a 1 s schedule ticked
+    # every second is always up to a second late).
+    floor = 2 * settings.schedule_tick_interval + 1
+    grace = min(settings.schedule_misfire_grace_seconds, max(timing.period_at(latest) / 2, floor))
+    on_time = (now - latest).total_seconds() <= grace
     fires = schedule.catch_up == "latest" or on_time
     return [(t, False) for t in missed[-MAX_SKIPPED_RECORDED:]] + [(latest, fires)]
 
@@ -222,7 +228,7 @@ def _handle(
     session: Session, schedule: Schedule, now: datetime, settings: Settings, result: TickResult
 ) -> list[datetime]:
     timing = timing_of(schedule)
-    plan = _plan(schedule, timing, now, settings.schedule_misfire_grace_seconds)
+    plan = _plan(schedule, timing, now, settings)
     fired: list[datetime] = []
     for fire_time, may_fire in plan:
         if may_fire:

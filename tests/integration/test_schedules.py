@@ -352,3 +352,15 @@ def test_processes_without_an_inbox_leave_import_schedules_alone(
     assert [f["status"] for f in firings(client, operator, noop)] == ["created"]
     tick(sessions, settings, now=now)
     assert [f["status"] for f in firings(client, operator, imports)] == ["skipped_no_input"]
+
+
+def test_a_short_schedule_picked_up_a_tick_late_is_not_missed(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    sid = create(client, operator, interval_seconds=1, catch_up="skip", overlap="allow")["id"]
+    t0 = anchor(sessions, sid)
+    tick(sessions, settings, now=t0 + timedelta(seconds=1.9))  # 0.9 s late: on time
+    # Nothing ticked for 7.6 s: t0+2 ... t0+8 were missed; t0+9, due 0.5 s ago, fires.
+    tick(sessions, settings, now=t0 + timedelta(seconds=9.5))
+    statuses = [f["status"] for f in firings(client, operator, sid)]  # newest first
+    assert statuses == ["created", *["skipped_catch_up"] * 7, "created"]
