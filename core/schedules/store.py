@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -151,7 +152,12 @@ def update(
         _restart(session, schedule)
     else:
         schedule.updated_at = _db_now(session)
-    session.flush()
+    try:
+        session.flush()
+    except sa_exc.IntegrityError as error:  # the name was taken since the check above
+        raise ScheduleNameTaken(
+            f"A schedule named {schedule.name!r} already exists.", where={"field": "name"}
+        ) from error
     return schedule
 
 

@@ -364,3 +364,16 @@ def test_a_short_schedule_picked_up_a_tick_late_is_not_missed(
     tick(sessions, settings, now=t0 + timedelta(seconds=9.5))
     statuses = [f["status"] for f in firings(client, operator, sid)]  # newest first
     assert statuses == ["created", *["skipped_catch_up"] * 7, "created"]
+
+
+def test_schedule_names_are_unique(client: TestClient, operator: dict[str, str]) -> None:
+    create(client, operator, name="one")
+    other = create(client, operator, name="two")["id"]
+    again = client.post(
+        "/v1/schedules",
+        json={"name": "one", "interval_seconds": 5, "job": {"kind": "noop"}},
+        headers=operator,
+    )
+    assert assert_problem(again, 409, "schedule_name_taken")["where"] == {"field": "name"}
+    renamed = client.patch(f"/v1/schedules/{other}", json={"name": "one"}, headers=operator)
+    assert_problem(renamed, 409, "schedule_name_taken")
