@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CONVEYOR_STORAGE_DIR=/data/storage
 RUN groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid conveyor --home-dir /app --shell /usr/sbin/nologin conveyor \
-    && mkdir -p /data/storage && chown -R conveyor:conveyor /data \
+    && mkdir -p /data/storage /data/inbox && chown -R conveyor:conveyor /data \
     && rm -rf /usr/local/lib/python3.11/site-packages/pip /usr/local/bin/pip*
 COPY --from=build /opt/venv /opt/venv
 # `conveyor migrate` finds alembic.ini and migrations/ in the working directory.

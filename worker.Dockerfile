@@ -30,7 +30,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 conveyor \
     && useradd --system --uid 10001 --gid conveyor --home-dir /app --shell /usr/sbin/nologin conveyor \
-    && mkdir -p /data/storage && chown -R conveyor:conveyor /data \
+    && mkdir -p /data/storage /data/inbox && chown -R conveyor:conveyor /data \
     && rm -rf /usr/local/lib/python3.11/site-packages/pip /usr/local/bin/pip*
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

@@ -37,6 +37,8 @@ from api.routes import (
     job_logs,
     jobs,
     metrics,
+    queues,
+    schedules,
     secrets,
 )
 from core import db, tracing
@@ -134,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, metrics.router, jobs.router, api_keys.router, docs.router):
         app.include_router(router)
     for router in (imports.router, deployments.router, job_logs.router, secrets.router):
+        app.include_router(router)
+    for router in (schedules.router, queues.router):
         app.include_router(router)
     if tracing.configure("conveyor-api"):
         # Outermost, so the request's span is current in our middleware and the routes.

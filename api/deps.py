@@ -175,3 +175,12 @@ async def _key_id(key_id: Annotated[str, Path(description="The key's id (a UUID)
 
 JobId = Annotated[uuid.UUID, Depends(_job_id)]
 KeyId = Annotated[uuid.UUID, Depends(_key_id)]
+
+
+async def _schedule_id(
+    schedule_id: Annotated[str, Path(description="The schedule's id (a UUID).")],
+) -> uuid.UUID:
+    return _path_uuid(schedule_id, name="schedule_id", what="Schedule")
+
+
+ScheduleId = Annotated[uuid.UUID, Depends(_schedule_id)]

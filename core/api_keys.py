@@ -80,6 +80,14 @@ def authenticate(session: Session, *, key: str, pepper: str) -> Principal | None
     return Principal(id=row.id, name=row.name, role=Role(row.role), scopes=frozenset(row.scopes))
 
 
+def active_principal(session: Session, key_id: uuid.UUID) -> Principal | None:
+    """The principal of a key that is not revoked (a schedule's owner), or None."""
+    row = session.scalar(sa.select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+    if row is None:
+        return None
+    return Principal(id=row.id, name=row.name, role=Role(row.role), scopes=frozenset(row.scopes))
+
+
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at)))
 

@@ -61,6 +61,18 @@ class Job(Base):
             "lease_expires_at",
             postgresql_where=sa.text("status = 'running'"),
         ),
+        # Retention takes the oldest finished jobs first without scanning the rest.
+        sa.Index(
+            "ix_jobs_finished",
+            "finished_at",
+            postgresql_where=sa.text("status IN ('succeeded', 'failed', 'cancelled')"),
+        ),
+        sa.Index(
+            "ix_jobs_schedule",
+            "schedule_id",
+            "fire_time",
+            postgresql_where=sa.text("schedule_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -113,6 +125,11 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # The schedule firing that made the job (core/schedules), if any.
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("schedules.id", ondelete="SET NULL")
+    )
+    fire_time: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class JobEvent(Base):
@@ -241,3 +258,81 @@ class JobCounterDelta(Base):
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(sa.Text)
     delta: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Schedule(Base):
+    """A periodic job: a cron expression (in ``timezone``) or an interval, and the job to
+    submit at each firing, as ``owner`` (core/schedules)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        sa.CheckConstraint("(cron IS NULL) <> (interval_seconds IS NULL)", name="one_timing"),
+        sa.CheckConstraint("catch_up IN ('skip', 'latest', 'all')", name="catch_up"),
+        sa.CheckConstraint("overlap IN ('skip', 'allow')", name="overlap"),
+        sa.Index("ix_schedules_due", "next_fire_at", postgresql_where=sa.text("NOT paused")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    cron: Mapped[str | None] = mapped_column(sa.Text)
+    interval_seconds: Mapped[float | None] = mapped_column(sa.Double)
+    timezone: Mapped[str] = mapped_column(sa.Text, default="UTC")
+    # {"kind": ..., "params": {...}} or, for an inbox import, {"kind": "import", "importer",
+    # "inbox_pattern", "options"}: validated at create/update (core/schedules/template.py).
+    job: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    owner_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="CASCADE"))
+    catch_up: Mapped[str] = mapped_column(sa.Text, default="skip")
+    overlap: Mapped[str] = mapped_column(sa.Text, default="skip")
+    paused: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Interval schedules fire at anchor + k * interval.
+    anchor_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    next_fire_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    last_fired_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+
+
+class ScheduleFiring(Base):
+    """One fire time of one schedule, decided once: the unique key is what makes any number
+    of ticking processes fire it exactly once. ``job_id`` is the (first) job it created."""
+
+    __tablename__ = "schedule_firings"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule_id", "fire_time"),
+        sa.CheckConstraint(
+            "status IN ('created', 'skipped_overlap', 'skipped_no_input', 'skipped_catch_up', "
+            "'failed')",
+            name="status",
+        ),
+        # Retention deletes jobs; the foreign key's SET NULL looks firings up by job.
+        sa.Index("ix_schedule_firings_job", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("schedules.id", ondelete="CASCADE")
+    )
+    fire_time: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(sa.Text)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now()
+    )
+
+
+class Queue(Base):
+    """Operator state of a Celery queue: a paused queue's jobs wait (core/queues.py)."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    paused_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    paused_by: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("api_keys.id", ondelete="SET NULL")
+    )

@@ -187,6 +187,18 @@ class Settings(BaseSettings):
     # A job held back by a limit is offered to a worker again this often, even when no
     # finishing job woke it (its finisher crashed, a lease expired).
     waiting_recheck_seconds: float = Field(default=10.0, gt=0)
+    # Schedules (core/schedules): every API and worker process ticks this often; a firing
+    # picked up later than the grace (at most half the schedule's period, at least two
+    # ticks + 1 s) counts as missed and follows the schedule's catch_up policy.
+    schedule_tick_interval: float = Field(default=1.0, gt=0)
+    schedule_misfire_grace_seconds: float = Field(default=30.0, gt=0)
+    # Server-side drop folder of scheduled imports; unset: no import schedules.
+    import_inbox: Path | None = None
+    # Retention: finished jobs (with their events, logs and rejected rows) older than this
+    # are deleted in batches by every process's recovery loop (one at a time).
+    job_retention_days: float = Field(default=30.0, gt=0)
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch_rows: int = Field(default=5_000, ge=1, le=100_000)
 
     @field_validator("secrets_key")
     @classmethod

@@ -82,6 +82,10 @@ class JobOut(BaseModel):
     error: JobError | None
     result: dict[str, Any] | None
     params: dict[str, Any]
+    schedule_id: uuid.UUID | None = Field(
+        default=None, description="The schedule whose firing made this job, if any."
+    )
+    fire_time: datetime | None = Field(default=None, description="That firing's fire time.")
 
     @classmethod
     def from_job(cls, job: Job) -> JobOut:
@@ -111,6 +115,8 @@ class JobOut(BaseModel):
             ),
             result=job.result,
             params=job.params,
+            schedule_id=job.schedule_id,
+            fire_time=job.fire_time,
         )
 
 

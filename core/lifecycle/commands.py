@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from core.lifecycle.idempotency import request_fingerprint
 from core.lifecycle.queries import get_job
 from core.lifecycle.states import RETRYABLE, TERMINAL, JobStatus
 from core.models import Job
+from core.queues import control as queue_control
 from core.settings import Settings
 
 
@@ -56,10 +58,14 @@ def submit_job(
     time_limit_seconds: float,
     request_id: str | None = None,
     fingerprint_extra: dict[str, Any] | None = None,
+    schedule_id: uuid.UUID | None = None,
+    fire_time: datetime | None = None,
 ) -> Submitted:
     """Insert a queued, undispatched job, or return the one this Idempotency-Key made.
     ``time_limit_seconds`` bounds each attempt's run time (settings.time_limit_for(kind), or
-    what the job asked for where its kind allows)."""
+    what the job asked for where its kind allows). A job of a paused queue is stored with
+    ``waiting_reason`` queue_paused (core.queues.control). ``schedule_id`` and ``fire_time``
+    name the schedule firing that made it."""
     fingerprint = request_fingerprint({"kind": kind, "params": params, **(fingerprint_extra or {})})
     trace_id, traceparent = tracing.new_job_trace()
     values = {
@@ -75,6 +81,9 @@ def submit_job(
         "max_attempts": max_attempts,
         "time_limit_seconds": time_limit_seconds,
         "status": JobStatus.queued.value,
+        "waiting_reason": queue_control.paused_reason(kind),
+        "schedule_id": schedule_id,
+        "fire_time": fire_time,
     }
     insert = pg_insert(Job).values(values)
     if idempotency_key is not None:

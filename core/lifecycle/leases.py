@@ -21,6 +21,7 @@ from core.lifecycle.clock import in_seconds, now
 from core.lifecycle.events import add_event
 from core.lifecycle.states import TERMINAL, JobStatus
 from core.models import Job
+from core.queues import control as queue_control
 
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
@@ -65,13 +66,17 @@ def claim_job(
     counted here, so a crash still uses up an attempt. The attempt's hard deadline is its
     time limit plus ``grace`` from now. A retry by the same owner (its first claim's COMMIT
     failed, but may have happened) gets its own lease back. A kind with an ``admission`` may
-    refuse first: the job then stays queued with its waiting_reason (core.lifecycle.admission).
+    refuse first, and so does a paused queue (core.queues.control): the job then stays queued
+    with its waiting_reason (core.lifecycle.admission).
     """
-    if admission is not None and not _owned_by(session, job_id, owner):
+    # A paused queue first: its jobs wait whatever their kind's own admission says. A retry
+    # by the owner of the lease (its claim's COMMIT failed but happened) is never refused.
+    refusal = queue_control.claim_refusal(session, job_id)
+    if refusal is None and admission is not None:
         refusal = admission.refuse(session, job_id)
-        if refusal is not None:
-            hold(session, job_id=job_id, refusal=refusal)
-            return None
+    if refusal is not None and not _owned_by(session, job_id, owner):
+        hold(session, job_id=job_id, refusal=refusal)
+        return None
     claimable = sa.or_(
         Job.status == JobStatus.queued.value,
         sa.and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now()),

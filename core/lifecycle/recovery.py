@@ -1,5 +1,7 @@
 """The per-process recovery loop: outbox relay, lease reaper and lost-message check, on a
-thread of their own in every worker main process and every API process.
+thread of their own in every worker main process and every API process; and the chores that
+want the same "somewhere, periodically, safely from many processes": the schedule tick,
+retention, counter folding, the upload purge.
 
 Never a Celery task: a task would wait behind the jobs that fill the worker's slots, which is
 exactly when recovery is needed, and would need beat, a singleton whose crash stops
@@ -25,6 +27,8 @@ from core.errors import ConveyorError
 from core.imports import uploads
 from core.lifecycle import admission, counters
 from core.lifecycle.reaper import reap
+from core.lifecycle.retention import purge_finished
+from core.schedules.tick import tick
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -38,6 +42,9 @@ def _fold_counters(sessions: db.Sessions) -> None:
 
 
 UPLOAD_PURGE_INTERVAL = 3600.0
+# A retention pass deletes for at most this long (then the loop relays again) and, while old
+# jobs are left, runs again this much later.
+RETENTION_PASS_SECONDS = 2.0
 
 
 @dataclass
@@ -46,6 +53,8 @@ class _Duty:
     interval: float
     run: Callable[[], object]
     due: float = 0.0
+    # A pass that returns True has more to do: it runs again after this instead.
+    busy_interval: float | None = None
 
 
 def _recheck_waiting(sessions: db.Sessions, older_than: float) -> int:
@@ -93,6 +102,26 @@ class RecoveryLoop:
             # Not recovery, but the same kind of chore: keep the job counters' pending
             # deltas short even when nobody scrapes /metrics (core.lifecycle.counters).
             _Duty("job_counters", COUNTER_FOLD_INTERVAL, lambda: _fold_counters(sessions)),
+            # Schedules fire from here: any number of processes tick, each firing is decided
+            # once (core.schedules.tick), so there is no beat to run or to lose.
+            _Duty(
+                "schedules",
+                settings.schedule_tick_interval,
+                lambda: tick(sessions, settings, publisher=publisher),
+            ),
+            _Duty(
+                "retention",
+                settings.retention_interval_seconds,
+                lambda: (
+                    purge_finished(
+                        sessions,
+                        retention_days=settings.job_retention_days,
+                        batch_rows=settings.retention_batch_rows,
+                        time_budget=RETENTION_PASS_SECONDS,
+                    ).more
+                ),
+                busy_interval=RETENTION_PASS_SECONDS,
+            ),
             # Retention, not recovery, but it wants the same "somewhere, periodically".
             _Duty(
                 "purge_uploads",
@@ -122,16 +151,18 @@ class RecoveryLoop:
         while not self._stopping.is_set():
             for duty in self._duties:
                 if time.monotonic() >= duty.due and not self._stopping.is_set():
-                    self._run_once(duty)
-                    duty.due = time.monotonic() + duty.interval
+                    busy = self._run_once(duty) is True and duty.busy_interval is not None
+                    interval = duty.busy_interval if busy else duty.interval
+                    duty.due = time.monotonic() + (interval or duty.interval)
             next_due = min(duty.due for duty in self._duties)
             self._stopping.wait(max(0.0, next_due - time.monotonic()))
 
-    def _run_once(self, duty: _Duty) -> None:
+    def _run_once(self, duty: _Duty) -> object:
         """Errors are logged, never raised: the loop must outlive any outage."""
         try:
-            duty.run()
+            return duty.run()
         except ConveyorError as error:  # DatabaseUnavailable, mostly
             log.warning("recovery.pass_failed", duty=duty.name, code=error.code)
         except Exception:
             log.exception("recovery.pass_crashed", duty=duty.name)
+        return None

@@ -37,6 +37,8 @@ JOB_FIELDS = {
     "error",
     "result",
     "params",
+    "schedule_id",
+    "fire_time",
 }
 SLEEP = {"kind": "sleep", "params": {"seconds": 1, "steps": 2}}
 
