@@ -1,5 +1,6 @@
-"""Talking to the HTTP API from the command line (``conveyor schedules``, ``conveyor
-queues``): the URL and key options, one client, and refusals printed as ``code: message``."""
+"""Talking to the HTTP API from the command line (``conveyor import``, ``deploy``,
+``schedules``, ``queues``): the URL and key options, one client, and refusals printed as
+``code: message``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from typing import Any
 import httpx
 
 from core.settings import Settings
+
+
+class UsageError(Exception):
+    """The command line cannot be turned into a request; the message says why."""
 
 
 class ApiRefused(Exception):
@@ -32,16 +37,29 @@ def problem(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
+def api_url(args: argparse.Namespace, settings: Settings) -> str:
+    return (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+
+
+def open_client(args: argparse.Namespace, settings: Settings, *, timeout: float) -> httpx.Client:
+    """An httpx client for the API, authenticated with ``--api-key`` (and sending
+    ``--idempotency-key`` where the command has one)."""
+    if not args.api_key:
+        raise UsageError("an API key is needed (--api-key or CONVEYOR_API_KEY)")
+    # httpx logs every request at INFO: noise on a terminal, which shows the answers.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    headers = {"Authorization": f"Bearer {args.api_key}"}
+    if getattr(args, "idempotency_key", None):
+        headers["Idempotency-Key"] = args.idempotency_key
+    return httpx.Client(base_url=api_url(args, settings), headers=headers, timeout=timeout)
+
+
 class Api:
+    """Calls that either answer JSON or raise ApiRefused (schedules, queues)."""
+
     def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        # httpx logs every request at INFO: noise on a terminal, which shows the answers.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        self.url = (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-        if not args.api_key:
-            raise ApiRefused("an API key is needed (--api-key or CONVEYOR_API_KEY)")
-        self.client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {args.api_key}"}, timeout=30.0
-        )
+        self.url = api_url(args, settings)
+        self.client = open_client(args, settings, timeout=30.0)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         try:
@@ -60,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings, action: Any) -> int:
     """Run ``action(api)``; a refusal prints ``conveyor: code: message`` and exits 2."""
     try:
         api = Api(args, settings)
-    except ApiRefused as error:
+    except UsageError as error:
         print(f"conveyor: {error}", file=sys.stderr)
         return 2
     try:

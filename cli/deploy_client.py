@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from cli import api_session
-from cli.api_session import UsageError, problem_text
+from cli import api_access
+from cli.api_access import UsageError, problem
 from core.settings import Settings
 
 TARGET = re.compile(
@@ -120,10 +120,10 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
-    url = api_session.api_url(args, settings)
+    url = api_access.api_url(args, settings)
     try:
         body = build_request(args)
-        client = api_session.open_client(args, settings, timeout=30.0)
+        client = api_access.open_client(args, settings, timeout=30.0)
     except UsageError as error:
         print(f"conveyor: {error}", file=sys.stderr)
         return 2
@@ -131,7 +131,7 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
         with client:
             response = client.post("/v1/deployments", json=body)
             if response.status_code >= 400:
-                print(f"conveyor: deployment refused: {problem_text(response)}", file=sys.stderr)
+                print(f"conveyor: deployment refused: {problem(response)}", file=sys.stderr)
                 return 2
             job: dict[str, Any] = response.json()
             print(f"Deployment job {job['id']} submitted.", flush=True)
@@ -185,7 +185,7 @@ def follow(client: httpx.Client, job_id: str) -> int:
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    print(f"conveyor: cannot follow: {problem_text(response)}", file=sys.stderr)
+                    print(f"conveyor: cannot follow: {problem(response)}", file=sys.stderr)
                     return 1
                 for event, data, event_id in sse_events(response.iter_lines()):
                     if event == "log":

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from cli import api_session
+from cli import api_access
 from core.settings import Settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -57,11 +57,11 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         print(f"conveyor: no such file: {args.file}", file=sys.stderr)
         return 2
-    url = api_session.api_url(args, settings)
+    url = api_access.api_url(args, settings)
     try:
-        with api_session.open_client(args, settings, timeout=60.0) as client:
+        with api_access.open_client(args, settings, timeout=60.0) as client:
             return _run(client, args, url)
-    except api_session.UsageError as error:
+    except api_access.UsageError as error:
         print(f"conveyor: {error}", file=sys.stderr)
         return 2
     except httpx.HTTPError as error:
@@ -74,7 +74,7 @@ def _run(client: httpx.Client, args: argparse.Namespace, api_url: str) -> int:
         files = {"file": (args.file.name, file, "text/csv")}
         response = client.post("/v1/imports", data=_form(args), files=files)
     if response.status_code >= 400:
-        print(f"conveyor: import refused: {api_session.problem_text(response)}", file=sys.stderr)
+        print(f"conveyor: import refused: {api_access.problem(response)}", file=sys.stderr)
         return 1
     job: dict[str, Any] = response.json()
     print(f"Import job {job['id']} submitted ({args.file.stat().st_size:,} bytes).")
