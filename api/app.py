@@ -39,7 +39,7 @@ from api.routes import (
     metrics,
     secrets,
 )
-from core import db, tracing
+from core import async_db, db, tracing
 from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
 from core.broker.publisher import JobPublisher
@@ -69,6 +69,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # API's CPU went to connection setup under 8 concurrent clients).
     engine = db.make_engine(settings, pool_size=API_DB_POOL_SIZE)
     sessions = db.make_sessionmaker(engine)
+    # The hot routes' async pool; opened without waiting so the API starts while the
+    # database is down (those requests answer 503 until it is back).
+    pool = async_db.make_async_pool(settings, max_size=API_DB_POOL_SIZE)
+    await pool.open(wait=False)
+    app.state.pool = pool
     breaker = RedisBreaker.from_settings(settings)
     publisher = JobPublisher.from_settings(settings, breaker)
     redis_client = make_redis(settings)
@@ -111,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.dispatcher.close()
         publisher.close()
         redis_client.close()
+        await pool.close()
         engine.dispose()
 
 
