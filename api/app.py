@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio.to_thread
+import structlog
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 from starlette.middleware.gzip import GZipMiddleware
@@ -97,9 +98,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     metrics_server = None
     if settings.metrics_port is not None:
-        metrics_server, _ = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=app.state.metrics
-        )
+        try:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=app.state.metrics
+            )
+        except OSError as error:
+            # `conveyor api --workers N`: the first process binds the port, the others go
+            # on without it (scrape them through /metrics with the token instead).
+            structlog.get_logger(__name__).warning(
+                "metrics.port_unavailable", port=settings.metrics_port, error=str(error)
+            )
     # Relay, reaper and lost-message check on their own thread: every API process recovers
     # the platform's jobs as every worker does, so no beat and no single process is needed.
     recovery = RecoveryLoop(
