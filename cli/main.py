@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
-from cli import db_admin, deploy_client, import_client, importers, secrets
+from cli import db_admin, deploy_client, import_client, importers, jobs_client, secrets
 from cli.launch import (
     POOLS,
     LaunchError,
@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_client.add_parser(sub)
     importers.add_parsers(sub)
     deploy_client.add_parser(sub)
+    jobs_client.add_parser(sub)
     secrets.add_parser(sub)
     return parser
 

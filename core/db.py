@@ -120,6 +120,33 @@ def transaction(sessions: Sessions) -> Iterator[Session]:
         raise DatabaseUnavailable() from error
 
 
+def engine_of(sessions: Sessions) -> sa.Engine:
+    """The engine a sessionmaker is bound to."""
+    bind = sessions.kw["bind"]
+    assert isinstance(bind, sa.Engine)
+    return bind
+
+
+@contextmanager
+def autocommit(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A pooled connection in autocommit mode: each statement is its own transaction, so a
+    one-statement write costs one round trip (no BEGIN/COMMIT). Errors are mapped like
+    ``transaction``'s."""
+    try:
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        if (
+            isinstance(error, sa_exc.DBAPIError)
+            and not error.connection_invalidated
+            and (_is_query_error(error))
+        ):
+            raise
+        raise DatabaseUnavailable() from error
+    except sa_exc.TimeoutError as error:
+        raise DatabaseUnavailable() from error
+
+
 def set_local_statement_timeout(session: Session, seconds: float) -> None:
     """A tighter statement timeout for the rest of this transaction only."""
     session.execute(sa.text(f"SET LOCAL statement_timeout = {_milliseconds(seconds)}"))

@@ -24,7 +24,7 @@ from core.errors import (
     LeaseLost,
     TimeLimitExceeded,
 )
-from core.lifecycle import leases
+from core.lifecycle import lease_statements, leases
 from core.lifecycle.admission import Admission
 from core.lifecycle.heartbeat import Heartbeat, StopReason
 from core.lifecycle.states import JobStatus
@@ -91,6 +91,37 @@ class JobTask(Task):  # type: ignore[misc]
         admission: Admission | None,
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
+        if admission is None:
+            # The common case in one statement; anything else (our own claim retried,
+            # nothing to claim, admission) takes the complete path below.
+            with db.autocommit(self.app.runtime.engine) as connection:
+                claimed = lease_statements.claim(
+                    connection,
+                    job_id=job_id,
+                    owner=owner,
+                    lease_seconds=settings.lease_seconds,
+                    grace=settings.time_limit_grace_seconds,
+                )
+            if claimed is not None:
+                bind_job_context(
+                    job_id=str(job_id),
+                    request_id=claimed.request_id,
+                    trace_id=claimed.trace_id,
+                    attempt=claimed.lease.attempt,
+                )
+                return JobContext(
+                    job_id=job_id,
+                    kind=claimed.kind,
+                    params=claimed.params,
+                    attempt=claimed.lease.attempt,
+                    checkpoint=claimed.checkpoint,
+                    lease=claimed.lease,
+                    sessions=sessions,
+                    settings=settings,
+                    unit_seq=claimed.unit_seq,
+                    time_limit_seconds=claimed.time_limit_seconds,
+                    result=claimed.result,
+                )
         with db.transaction(sessions) as session:
             lease = leases.claim_job(
                 session,
@@ -175,6 +206,17 @@ def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> N
     status, result, code, message = outcome
 
     def finish() -> None:
+        if admission is None:  # one statement, no ORM
+            with db.autocommit(ctx.engine) as connection:
+                lease_statements.finish(
+                    connection,
+                    lease=ctx.lease,
+                    status=status,
+                    result=result,
+                    error_code=code,
+                    error_message=message,
+                )
+            return
         with db.transaction(ctx.sessions) as session:
             leases.finish_job(
                 session,
@@ -184,8 +226,8 @@ def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> N
                 error_code=code,
                 error_message=message,
             )
-            if admission is not None:  # what this job held (a slot, a target) is free now
-                admission.released(session, ctx.job_id)
+            # What this job held (a slot, a target) is free now, in the same transaction.
+            admission.released(session, ctx.job_id)
 
     try:
         # Past the retry window DatabaseUnavailable propagates; the reaper takes over.

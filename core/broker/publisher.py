@@ -164,8 +164,8 @@ def dispatch_batch(
     if not published:
         return 0
     try:
-        with db.transaction(sessions) as session:
-            outbox.mark_dispatched(session, job_ids=published)
+        with db.autocommit(db.engine_of(sessions)) as connection:
+            outbox.mark_published(connection, job_ids=published)
     except Exception as error:  # published but unmarked: the relay may publish them once more
         log.warning("dispatch.mark_failed", jobs=len(published), error=repr(error)[:300])
         return 0
