@@ -8,14 +8,16 @@ pre-ping: a broken connection errors, is discarded by the pool, and the request 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from opentelemetry.trace import SpanKind
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from core import tracing
 from core.db import connect_args
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -66,3 +68,17 @@ async def connection(pool: AsyncPool) -> AsyncIterator[AsyncConnection]:
         if not _is_connection_error(error):
             raise
         raise DatabaseUnavailable() from error
+
+
+async def execute(
+    conn: AsyncConnection, name: str, sql: str, params: Mapping[str, Any] | None = None
+) -> psycopg.AsyncCursor[DictRow]:
+    """``conn.execute``, with a client span named ``name`` (e.g. "INSERT jobs") when tracing
+    is on, as the SQLAlchemy instrumentation gives the sync paths' statements (psycopg's
+    async connections are not instrumented). Parameters never go into the span."""
+    if not tracing.is_configured():
+        return await conn.execute(sql, params)
+    with tracing.tracer.start_as_current_span(
+        name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+    ):
+        return await conn.execute(sql, params)

@@ -14,6 +14,7 @@ from celery import Celery
 from opentelemetry.trace import SpanKind
 
 from core import db, tracing
+from core.broker import task_message
 from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
 from core.broker.task_names import Route, route_for
@@ -98,18 +99,29 @@ class JobPublisher:
         # The job's run-time limit travels with the message: a prefork worker raises
         # SoftTimeLimitExceeded in the body at the limit and kills the pool process at
         # limit + grace (the heartbeat also stops the body at the limit, in any pool).
-        self.celery.send_task(
-            route.task,
-            args=[str(message.job_id)],
+        task = task_message.job_task_message(
+            task=route.task,
             queue=route.queue,
-            headers=headers or None,
+            job_id=str(message.job_id),
             soft_time_limit=message.time_limit_seconds,
             time_limit=message.time_limit_seconds + self.grace_seconds,
-            retry=False,
-            producer=producer,
+            headers=headers,
         )
+        if producer is not None:
+            task_message.publish(producer, task)
+            return
+        with self.celery.producer_or_acquire() as own:
+            task_message.publish(own, task)
 
     def _send_many(self, messages: Sequence[JobMessage]) -> None:
+        if tracing.is_configured():
+            # Each job's Redis write stays a child of its own publish span (a pipeline
+            # flushed after the loop would belong to no job's trace): traced processes
+            # publish one message per round trip.
+            with self.celery.producer_or_acquire() as producer:
+                for message in messages:
+                    self._send(message, producer)
+            return
         # One producer, one pipeline: every LPUSH of the batch goes in one round trip
         # (kombu flushes the pipeline when the batch context exits).
         with (

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from core import tracing
 from core.api_keys import Principal, Role
-from core.async_db import AsyncConnection
+from core.async_db import AsyncConnection, execute
 from core.errors import (
     ConveyorError,
     IdempotencyConflict,
@@ -146,7 +146,9 @@ async def submit_jobs(
     fingerprints = [request_fingerprint({"kind": j.kind, "params": j.params}) for j in jobs]
     traces = [tracing.new_job_trace() for _ in jobs]
     ids = [uuid.uuid4() for _ in jobs]
-    cursor = await conn.execute(
+    cursor = await execute(
+        conn,
+        "INSERT jobs",
         _INSERT,
         {
             "key_hash": key_hash,
@@ -172,7 +174,9 @@ async def submit_jobs(
     ]
     existing: dict[str, tuple[JobRecord, str]] = {}
     if replays:
-        cursor = await conn.execute(_EXISTING, {"principal_id": principal.id, "keys": replays})
+        cursor = await execute(
+            conn, "SELECT jobs", _EXISTING, {"principal_id": principal.id, "keys": replays}
+        )
         for row in await cursor.fetchall():
             record = _record(row)
             assert record is not None
@@ -221,7 +225,7 @@ async def get_job(
     conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID
 ) -> tuple[Principal, JobRecord]:
     """The job, if the key is valid (else Unauthenticated) and may see it (else NotFound)."""
-    cursor = await conn.execute(_GET, {"key_hash": key_hash, "job_id": job_id})
+    cursor = await execute(conn, "SELECT jobs", _GET, {"key_hash": key_hash, "job_id": job_id})
     rows = await cursor.fetchall()
     principal = _principal(rows)
     record = _record(rows[0])
@@ -269,7 +273,9 @@ async def list_jobs(
 ) -> tuple[list[JobRecord], str | None]:
     """Newest first, keyset-paginated on (created_at, id), like queries.list_jobs."""
     after_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
-    result = await conn.execute(
+    result = await execute(
+        conn,
+        "SELECT jobs",
         _LIST,
         {
             "key_hash": key_hash,
@@ -321,7 +327,7 @@ async def cancel_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID)
     if JobStatus(job.status) in TERMINAL:
         raise InvalidTransition(f"Job {job_id} is already {job.status}.")
     for statement in (_CANCEL_QUEUED, _FLAG_RUNNING):
-        cursor = await conn.execute(statement, {"job_id": job_id})
+        cursor = await execute(conn, "UPDATE jobs", statement, {"job_id": job_id})
         row = await cursor.fetchone()
         if row is not None:
             record = _record(row)
@@ -344,13 +350,13 @@ SELECT
 
 
 async def ping(conn: AsyncConnection) -> None:
-    await conn.execute("SELECT 1")
+    await execute(conn, "SELECT 1", "SELECT 1")
 
 
 async def outbox_status(conn: AsyncConnection) -> dict[str, Any]:
     """Like core.health.outbox_status: jobs committed but not yet published, and the age of
     the oldest (the counters of core.lifecycle.counters, the partial index's first entry)."""
-    cursor = await conn.execute(_OUTBOX)
+    cursor = await execute(conn, "SELECT job_counters", _OUTBOX)
     row = await cursor.fetchone()
     assert row is not None
     oldest = row["oldest"]
