@@ -11,7 +11,6 @@ versions in core.lifecycle.commands / queries (the sync paths that CLI and tests
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -31,6 +30,7 @@ from core.errors import (
     Unauthenticated,
 )
 from core.lifecycle.idempotency import request_fingerprint
+from core.lifecycle.queries import decode_cursor, encode_cursor
 from core.lifecycle.states import TERMINAL, JobStatus
 
 
@@ -118,7 +118,7 @@ ins AS (
         WITH ORDINALITY AS u(id, kind, params, idem, fp, tid, tp, tl, ord)
     ORDER BY u.ord  -- the batch's order, for created_at ties (list order)
     ON CONFLICT (principal_id, idempotency_key) DO NOTHING
-    RETURNING {_COLUMNS}
+    RETURNING j.id, j.created_at
 ),
 ev AS (
     INSERT INTO job_events (job_id, type, attempt, data)
@@ -166,7 +166,14 @@ async def submit_jobs(
     )
     rows = await cursor.fetchall()
     principal = _principal(rows)
-    inserted = {record.id: record for record in map(_record, rows) if record is not None}
+    # Only id and created_at come back: every other column of a new job is what was sent or
+    # its default, so the record is built here (less to send, parse and convert).
+    created_at = {row["id"]: row["created_at"] for row in rows if row["id"] is not None}
+    inserted = {
+        job_id: _new_record(job, job_id, created_at[job_id], trace, request_id)
+        for job, job_id, trace in zip(jobs, ids, traces, strict=True)
+        if job_id in created_at
+    }
     replays = [
         j.idempotency_key
         for j, job_id in zip(jobs, ids, strict=True)
@@ -186,6 +193,37 @@ async def submit_jobs(
         for job, job_id, fingerprint in zip(jobs, ids, fingerprints, strict=True)
     ]
     return principal, outcomes
+
+
+def _new_record(
+    job: NewJob,
+    job_id: uuid.UUID,
+    created_at: datetime,
+    trace: tuple[str, str | None],
+    request_id: str | None,
+) -> JobRecord:
+    return JobRecord(
+        id=job_id,
+        kind=job.kind,
+        status=JobStatus.queued.value,
+        params=job.params,
+        attempt=0,
+        cancel_requested=False,
+        waiting_reason=None,
+        time_limit_seconds=job.time_limit_seconds,
+        trace_id=trace[0],
+        traceparent=trace[1],
+        request_id=request_id,
+        created_at=created_at,
+        started_at=None,
+        finished_at=None,
+        error_code=None,
+        error_message=None,
+        result=None,
+        progress_total=None,
+        progress_done=0,
+        progress_failed=0,
+    )
 
 
 def _outcome(
@@ -249,19 +287,6 @@ SELECT k.*, page.* FROM k LEFT JOIN LATERAL (
 """
 
 
-def encode_cursor(job: JobRecord) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
-
-
 async def list_jobs(
     conn: AsyncConnection,
     *,
@@ -272,7 +297,7 @@ async def list_jobs(
     cursor: str | None,
 ) -> tuple[list[JobRecord], str | None]:
     """Newest first, keyset-paginated on (created_at, id), like queries.list_jobs."""
-    after_at, after_id = _decode_cursor(cursor) if cursor is not None else (None, None)
+    after_at, after_id = decode_cursor(cursor) if cursor is not None else (None, None)
     result = await execute(
         conn,
         "SELECT jobs",
