@@ -17,12 +17,12 @@ import anyio.to_thread
 import structlog
 from fastapi import FastAPI
 from prometheus_client import start_http_server
-from starlette.middleware.gzip import GZipMiddleware
 
 from api import error_handlers
 from api.dispatcher import Dispatcher
 from api.guards import (
     BodyLimitMiddleware,
+    GZipWhenAccepted,
     ProblemCORSMiddleware,
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     """Outermost last. A request meets: request id and access log, security headers, the
     Host check, CORS, the body cap, compression, then the routes."""
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipWhenAccepted, minimum_size=1024)
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_json_body_bytes,

@@ -163,12 +163,14 @@ class KeyCheck:
 
 async def _key_check(
     request: Request,
-    settings: AppSettings,
-    throttle: Throttle,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> KeyCheck:
+    # Settings and throttle straight from app.state (no sub-dependencies): this runs on
+    # every hot request, and each dependency FastAPI resolves costs.
     if credentials is None:
         raise Unauthenticated()
+    settings: Settings = request.app.state.settings
+    throttle: AuthThrottle = request.app.state.auth_throttle
     address = client_address(request)
     if throttle.might_limit(address):  # only then does the check touch Redis
         await anyio.to_thread.run_sync(throttle.check, address)

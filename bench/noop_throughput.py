@@ -2,8 +2,10 @@
 
 Platform: HTTP POST /v1/jobs -> PostgreSQL row -> Redis -> worker claims -> `succeeded` in
 PostgreSQL; measured from the first submit until the last job is succeeded.
-Baseline: raw Celery `apply_async` of a no-op task to a worker with the same pool settings
-on the same Redis, measured until every task ran (counted in a Redis key).
+Baseline: raw Celery `apply_async` of a no-op task to a worker with the same flags (prefork,
+concurrency 2, task events, acks_late, prefetch 1) on the same Redis, measured until every
+task ran (counted in a Redis key). CPU per job: user + system time of the API processes and
+of the worker (main + pool processes), divided by the jobs.
 
 Run: .venv/bin/python bench/noop_throughput.py [--jobs 2000] [--clients 8]
 """
@@ -115,6 +117,11 @@ def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_di
             "raw",
             "-c",
             "2",
+            # The flags `conveyor worker` gives Celery (cli/launch.py): prefork, task events
+            # for Flower (-E), no gossip or mingle.
+            "-P",
+            "prefork",
+            "-E",
             "-n",
             f"raw{index}@%h",
             "--without-gossip",

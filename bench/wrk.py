@@ -53,13 +53,18 @@ def run(
     method: str = "GET",
     body: str | None = None,
     threads: int = 1,
+    pause_ms: float = 0,
 ) -> WrkResult:
+    """``pause_ms``: each connection waits this long after an answer before its next
+    request (a client that submits now and then, not back to back)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is not installed: run scripts/setup (or apt-get install wrk)")
     lines = [f'wrk.method = "{method}"']
     if body is not None:
         lines.append(f"wrk.body = [[{body}]]")  # a Lua long string: no escaping needed
+    if pause_ms:
+        lines.append(f"function delay() return {pause_ms:g} end")
     for name, value in (headers or {}).items():
         lines.append(f'wrk.headers["{name}"] = "{value}"')
     with tempfile.TemporaryDirectory() as tmp:
