@@ -8,6 +8,7 @@ pre-ping: a broken connection errors, is discarded by the pool, and the request 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,21 @@ from core.errors import DatabaseUnavailable
 from core.settings import Settings
 
 AsyncConnection = psycopg.AsyncConnection[DictRow]
-AsyncPool = AsyncConnectionPool[AsyncConnection]
+
+# While connection attempts fail, a request waits this long for one (it starts a new attempt
+# on the way) instead of the whole connect timeout: a refused database answers 503 at once,
+# as the sync engine does, and the first request after PostgreSQL is back reconnects.
+FAILING_WAIT_SECONDS = 0.1
+
+
+class AsyncPool(AsyncConnectionPool[AsyncConnection]):
+    """psycopg's pool, remembering whether its last connection attempt failed."""
+
+    failing = False
+
+    async def reconnect_failed(self) -> None:
+        self.failing = True
+        await super().reconnect_failed()
 
 
 def make_async_pool(settings: Settings, *, max_size: int = 20) -> AsyncPool:
@@ -37,16 +52,26 @@ def make_async_pool(settings: Settings, *, max_size: int = 20) -> AsyncPool:
         # second use (psycopg's default is the fifth).
         "prepare_threshold": 1,
     }
-    return AsyncConnectionPool(
+    pool: AsyncPool
+
+    async def connected(_: AsyncConnection) -> None:
+        pool.failing = False
+
+    pool = AsyncPool(
         settings.libpq_url,
         kwargs=kwargs,
         min_size=min(4, max_size),
         max_size=max_size,
         open=False,
         timeout=settings.database_connect_timeout,
-        reconnect_timeout=0,  # keep trying to (re)connect in the background, forever
+        configure=connected,
+        # A failed connection attempt is abandoned at once instead of retried with a growing
+        # back-off: the next request that needs a connection starts a new attempt, so the
+        # API is back as soon as PostgreSQL is (requests meanwhile answer 503).
+        reconnect_timeout=0,
         name="conveyor-api",
     )
+    return pool
 
 
 def _is_connection_error(error: psycopg.Error) -> bool:
@@ -60,14 +85,28 @@ def _is_connection_error(error: psycopg.Error) -> bool:
 async def connection(pool: AsyncPool) -> AsyncIterator[AsyncConnection]:
     """A pooled autocommit connection; an unreachable database is ``DatabaseUnavailable``."""
     try:
-        async with pool.connection() as conn:
+        async with pool.connection(timeout=FAILING_WAIT_SECONDS if pool.failing else None) as conn:
             yield conn
     except PoolTimeout as error:
         raise DatabaseUnavailable() from error
     except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         if not _is_connection_error(error):
             raise
+        # This connection is discarded by the pool; the idle ones probably died with it
+        # (a restart, a cut network): check them all now rather than fail one request each.
+        _check_soon(pool)
         raise DatabaseUnavailable() from error
+
+
+_checks: set[asyncio.Task[None]] = set()
+
+
+def _check_soon(pool: AsyncPool) -> None:
+    if _checks:  # one check at a time is enough
+        return
+    task = asyncio.get_running_loop().create_task(pool.check())
+    _checks.add(task)
+    task.add_done_callback(_checks.discard)
 
 
 async def execute(
