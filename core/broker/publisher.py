@@ -4,11 +4,13 @@ broker. The job row is the outbox; ``core.broker.relay`` publishes whatever is s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import kombu.exceptions
 import pybreaker
+import redis
 import structlog
 from celery import Celery
 from opentelemetry.trace import SpanKind
@@ -22,6 +24,8 @@ from core.lifecycle import outbox
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class JobFields(Protocol):
@@ -56,6 +60,18 @@ class JobMessage:
     @classmethod
     def of(cls, job: JobFields) -> JobMessage:
         return cls(job.kind, job.id, job.request_id, job.time_limit_seconds, job.traceparent)
+
+
+def _broker_errors_unwrapped(send: Callable[[T], None], argument: T) -> None:
+    """Run ``send``; kombu wraps Redis' errors (OperationalError, BatchPublishError) and the
+    breaker, its counters and /health/circuit-breaker should name the real one (a timeout,
+    a refused connection)."""
+    try:
+        send(argument)
+    except (kombu.exceptions.OperationalError, kombu.exceptions.BatchPublishError) as error:
+        if isinstance(error.__cause__, redis.RedisError):
+            raise error.__cause__ from error
+        raise
 
 
 class JobPublisher:
@@ -134,7 +150,7 @@ class JobPublisher:
     def publish(self, message: JobMessage) -> bool:
         """True when the broker took the message; False leaves the job to the relay."""
         try:
-            self.breaker.call(self._send, message)
+            self.breaker.call(_broker_errors_unwrapped, self._send, message)
         except pybreaker.CircuitBreakerError:
             log.info("publish.breaker_open", job_id=str(message.job_id))
             return False
@@ -152,7 +168,7 @@ class JobPublisher:
         for start in range(0, len(messages), PUBLISH_BATCH):
             chunk = messages[start : start + PUBLISH_BATCH]
             try:
-                self.breaker.call(self._send_many, chunk)
+                self.breaker.call(_broker_errors_unwrapped, self._send_many, chunk)
             except pybreaker.CircuitBreakerError:
                 log.info("publish.breaker_open", jobs=len(messages) - start)
                 break
