@@ -79,14 +79,16 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_engine(settings: Settings, *, pool_size: int = 5) -> sa.Engine:
-    """One engine per process; the caller disposes it on shutdown."""
+def make_engine(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> sa.Engine:
+    """One engine per process; the caller disposes it on shutdown. ``pre_ping=False`` saves
+    a round trip per checkout where every use is retried on DatabaseUnavailable anyway (a
+    dead pooled connection then costs one retry, and SQLAlchemy drops the pool's others)."""
     return sa.create_engine(
         settings.sqlalchemy_url,
         # Statement parameters stay out of exception text (and so out of logs): they can be
         # secrets, keys' hashes or users' data.
         hide_parameters=True,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=settings.database_connect_timeout,

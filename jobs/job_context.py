@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
@@ -75,11 +74,6 @@ class JobContext:
     result: dict[str, Any] | None = None
     stop: StopSignal = field(default_factory=StopSignal)
     _db_retry_delays: tuple[float, ...] = field(default=DB_RETRY_DELAYS, repr=False)
-
-    @property
-    def engine(self) -> sa.Engine:
-        """The sessions' engine, for one-statement writes in autocommit (the finish)."""
-        return db.engine_of(self.sessions)
 
     @property
     def stop_event(self) -> threading.Event:

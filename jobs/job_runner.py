@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
@@ -81,7 +82,7 @@ class JobTask(Task):  # type: ignore[misc]
             with tracing.tracer.start_as_current_span(
                 "job.finish", attributes={"conveyor.status": outcome[0].value}
             ):
-                _finish(ctx, outcome, admission)
+                _finish(ctx, outcome, admission, self.app.runtime.statements_engine)
 
     def _claim(
         self,
@@ -94,7 +95,7 @@ class JobTask(Task):  # type: ignore[misc]
         if admission is None:
             # The common case in one statement; anything else (our own claim retried,
             # nothing to claim, admission) takes the complete path below.
-            with db.autocommit(self.app.runtime.engine) as connection:
+            with db.autocommit(self.app.runtime.statements_engine) as connection:
                 claimed = lease_statements.claim(
                     connection,
                     job_id=job_id,
@@ -202,12 +203,14 @@ def _failed(ctx: JobContext, error: ConveyorError) -> Outcome:
     return JobStatus.failed, result, error.code, error.message
 
 
-def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> None:
+def _finish(
+    ctx: JobContext, outcome: Outcome, admission: Admission | None, engine: sa.Engine
+) -> None:
     status, result, code, message = outcome
 
     def finish() -> None:
         if admission is None:  # one statement, no ORM
-            with db.autocommit(ctx.engine) as connection:
+            with db.autocommit(engine) as connection:
                 lease_statements.finish(
                     connection,
                     lease=ctx.lease,
