@@ -9,6 +9,7 @@ shutdown.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -113,6 +114,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     recovery = RecoveryLoop(
         settings, sessions=sessions, publisher=publisher, redis_client=redis_client
     ).start()
+    # Everything built so far lives as long as the process: out of the collector's sight,
+    # a full collection no longer walks it (tens of milliseconds added to some requests).
+    gc.freeze()
     try:
         yield
     finally:

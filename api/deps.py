@@ -150,12 +150,17 @@ class KeyCheck:
     key_hash: str
     address: str
     throttle: AuthThrottle
+    # The pool the checked statement runs on (part of this dependency, not one of its own:
+    # each dependency FastAPI resolves costs on every hot request).
+    pool: async_db.AsyncPool
 
     @asynccontextmanager
-    async def verified(self) -> AsyncIterator[None]:
-        """Wrap the statement: an unknown or revoked key is counted as a failure."""
+    async def connection(self) -> AsyncIterator[async_db.AsyncConnection]:
+        """A pooled connection for the checked statement; an unknown or revoked key (the
+        statement raised Unauthenticated) is counted as a failure."""
         try:
-            yield
+            async with async_db.connection(self.pool) as conn:
+                yield conn
         except Unauthenticated:
             await anyio.to_thread.run_sync(self.throttle.record_failure, self.address)
             raise
@@ -177,7 +182,9 @@ async def _key_check(
     key_hash = api_keys.hash_key(
         credentials.credentials, pepper=settings.secret_key.get_secret_value()
     )
-    return KeyCheck(key_hash=key_hash, address=address, throttle=throttle)
+    return KeyCheck(
+        key_hash=key_hash, address=address, throttle=throttle, pool=request.app.state.pool
+    )
 
 
 ApiKeyCheck = Annotated[KeyCheck, Depends(_key_check)]

@@ -26,7 +26,6 @@ from api.deps import (
     IdempotencyKey,
     JobDispatcher,
     JobId,
-    Pool,
     RequestId,
     Sessions,
 )
@@ -46,7 +45,7 @@ from api.schemas.jobs import (
     JobSubmission,
 )
 from api.schemas.problems import FieldError, problem_responses
-from core import async_db, db
+from core import db
 from core.broker.publisher import JobMessage
 from core.errors import ConveyorError, InvalidRequest
 from core.lifecycle import async_store, commands, events, queries
@@ -97,14 +96,13 @@ def _new_job(
 async def submit_job(
     submission: JobSubmission,
     dispatcher: JobDispatcher,
-    pool: Pool,
     settings: AppSettings,
     auth: ApiKeyCheck,
     request_id: RequestId,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     new = _new_job(settings, submission, idempotency_key, field="params.timeout_seconds")
-    async with auth.verified(), async_db.connection(pool) as conn:
+    async with auth.connection() as conn:
         _, (outcome,) = await async_store.submit_jobs(
             conn,
             key_hash=auth.key_hash,
@@ -177,7 +175,6 @@ def _read_entry(settings: Settings, raw: Any, index: int) -> async_store.NewJob:
 async def submit_batch(
     batch: JobBatch,
     dispatcher: JobDispatcher,
-    pool: Pool,
     settings: AppSettings,
     auth: ApiKeyCheck,
     request_id: RequestId,
@@ -196,7 +193,7 @@ async def submit_batch(
         except (ValidationError, RequestValidationError, ConveyorError) as error:
             items.append(_refused(_entry_problem(error, index)))
     outcomes: list[async_store.SubmitOutcome] = []
-    async with auth.verified(), async_db.connection(pool) as conn:
+    async with auth.connection() as conn:
         _, outcomes = await async_store.submit_jobs(
             conn,
             key_hash=auth.key_hash,
@@ -234,14 +231,13 @@ def _batch_item(outcome: async_store.SubmitOutcome, index: int) -> BatchItem:
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
 async def list_jobs(
-    pool: Pool,
     auth: ApiKeyCheck,
     status: JobStatus | None = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    async with auth.verified(), async_db.connection(pool) as conn:
+    async with auth.connection() as conn:
         jobs, next_cursor = await async_store.list_jobs(
             conn, key_hash=auth.key_hash, status=status, kind=kind, limit=limit, cursor=cursor
         )
@@ -251,8 +247,8 @@ async def list_jobs(
 @router.get(
     "/{job_id}", response_model=JobOut, summary="Get a job", responses=problem_responses(404)
 )
-async def get_job(job_id: JobId, pool: Pool, auth: ApiKeyCheck) -> Response:
-    async with auth.verified(), async_db.connection(pool) as conn:
+async def get_job(job_id: JobId, auth: ApiKeyCheck) -> Response:
+    async with auth.connection() as conn:
         _, job = await async_store.get_job(conn, key_hash=auth.key_hash, job_id=job_id)
     return _json(JobOut.from_job(job))
 
@@ -265,8 +261,8 @@ async def get_job(job_id: JobId, pool: Pool, auth: ApiKeyCheck) -> Response:
     description="A queued job is cancelled at once; a running one stops between units.",
     responses=problem_responses(404, 409),
 )
-async def cancel_job(job_id: JobId, pool: Pool, auth: ApiKeyCheck) -> Response:
-    async with auth.verified(), async_db.connection(pool) as conn:
+async def cancel_job(job_id: JobId, auth: ApiKeyCheck) -> Response:
+    async with auth.connection() as conn:
         job = await async_store.cancel_job(conn, key_hash=auth.key_hash, job_id=job_id)
     return _json(JobOut.from_job(job), status_code=202)
 

@@ -87,12 +87,14 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job | JobRecord) -> JobOut:
+        # model_construct: the values come from the database row (typed by its columns), so
+        # validating them again would only cost time on every answer.
         status = JobStatus(job.status)
-        return cls(
+        return cls.model_construct(
             id=job.id,
             kind=job.kind,
             status=status,
-            progress=JobProgress(
+            progress=JobProgress.model_construct(
                 total=job.progress_total,
                 done=job.progress_done,
                 failed=job.progress_failed,
@@ -107,7 +109,7 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             error=(
-                JobError(code=job.error_code, message=job.error_message or "")
+                JobError.model_construct(code=job.error_code, message=job.error_message or "")
                 if job.error_code
                 else None
             ),
