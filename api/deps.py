@@ -9,15 +9,18 @@ SQLAlchemy, so FastAPI runs it in the threadpool like the endpoints themselves.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio.to_thread
 import redis
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.dispatcher import Dispatcher
-from core import api_keys, db
+from core import api_keys, async_db, db
 from core.api_keys import Principal, Role
 from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
@@ -34,6 +37,11 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 async def _sessions(request: Request) -> db.Sessions:
     sessions: db.Sessions = request.app.state.sessions
     return sessions
+
+
+async def _pool(request: Request) -> async_db.AsyncPool:
+    pool: async_db.AsyncPool = request.app.state.pool
+    return pool
 
 
 async def _settings(request: Request) -> Settings:
@@ -77,6 +85,7 @@ async def _request_id(request: Request) -> str | None:
 
 
 Sessions = Annotated[db.Sessions, Depends(_sessions)]
+Pool = Annotated[async_db.AsyncPool, Depends(_pool)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 Publisher = Annotated[JobPublisher, Depends(_publisher)]
 JobDispatcher = Annotated[Dispatcher, Depends(_dispatcher)]
@@ -130,6 +139,55 @@ def _current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_current_principal)]
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """The hot path's authentication: the key's hash, checked by PostgreSQL inside the
+    statement that does the work (core.lifecycle.async_store), so a revoked key is refused
+    by the next request in every process and no extra transaction is spent."""
+
+    key_hash: str
+    address: str
+    throttle: AuthThrottle
+    # The pool the checked statement runs on (part of this dependency, not one of its own:
+    # each dependency FastAPI resolves costs on every hot request).
+    pool: async_db.AsyncPool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[async_db.AsyncConnection]:
+        """A pooled connection for the checked statement; an unknown or revoked key (the
+        statement raised Unauthenticated) is counted as a failure."""
+        try:
+            async with async_db.connection(self.pool) as conn:
+                yield conn
+        except Unauthenticated:
+            await anyio.to_thread.run_sync(self.throttle.record_failure, self.address)
+            raise
+
+
+async def _key_check(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> KeyCheck:
+    # Settings and throttle straight from app.state (no sub-dependencies): this runs on
+    # every hot request, and each dependency FastAPI resolves costs.
+    if credentials is None:
+        raise Unauthenticated()
+    settings: Settings = request.app.state.settings
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    address = client_address(request)
+    if throttle.might_limit(address):  # only then does the check touch Redis
+        await anyio.to_thread.run_sync(throttle.check, address)
+    key_hash = api_keys.hash_key(
+        credentials.credentials, pepper=settings.secret_key.get_secret_value()
+    )
+    return KeyCheck(
+        key_hash=key_hash, address=address, throttle=throttle, pool=request.app.state.pool
+    )
+
+
+ApiKeyCheck = Annotated[KeyCheck, Depends(_key_check)]
 
 IdempotencyKey = Annotated[
     str | None,

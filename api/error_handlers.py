@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -213,6 +214,7 @@ def install(app: FastAPI) -> None:
     for error_type in _DATABASE_ERRORS:
         app.add_exception_handler(error_type, _database_error)
     app.add_exception_handler(sa_exc.DataError, _data_error)
+    app.add_exception_handler(psycopg.DataError, _data_error)  # the async hot path
     # Exception is handled by Starlette's outermost ServerErrorMiddleware, which still
     # re-raises afterwards so the server logs it; the client only sees the problem body.
     app.add_exception_handler(Exception, _unexpected_error)

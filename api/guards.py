@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import Request
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +43,10 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_RAW_SECURITY_HEADERS = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in {**SECURITY_HEADERS, "Content-Security-Policy": DEFAULT_CSP}.items()
+)
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, error: ConveyorError) -> None:
@@ -132,6 +137,20 @@ class TrustedHostMiddleware:
 
 
 class ProblemCORSMiddleware(CORSMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No origin configured and no Origin header: nothing to add or refuse, and no
+        # response varies by origin; skip the per-response header rewrite (every request
+        # of a non-browser client).
+        if (
+            scope["type"] == "http"
+            and not self.allow_origins
+            and not self.allow_all_origins
+            and not any(name == b"origin" for name, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
@@ -156,10 +175,29 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
+                # Raw header pairs, added unless the route set its own (the docs' CSP): one
+                # pass over the response's headers instead of a search per header.
+                raw = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in raw}
+                raw.extend(pair for pair in _RAW_SECURITY_HEADERS if pair[0] not in present)
+                message["headers"] = raw
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class GZipWhenAccepted:
+    """Starlette's GZipMiddleware, entered only by requests that accept gzip: for the others
+    it would still intercept every response to decide not to compress it."""
+
+    def __init__(self, app: ASGIApp, *, minimum_size: int) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(
+            name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]
+        ):
+            await self.gzip(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -15,10 +15,11 @@ import uuid
 
 import structlog
 from opentelemetry import trace
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 # Client-supplied ids end up in logs and in job rows: accept only short, boring tokens.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -41,6 +42,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = accepted_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        raw_id = request_id.encode("latin-1")
         # scope["state"] backs ``request.state``; the error handlers read the id from there
         # because the 500 handler runs outside this middleware, after the context is cleared.
         scope.setdefault("state", {})["request_id"] = request_id
@@ -56,7 +58,11 @@ class RequestContextMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                # Raw pairs: replace any X-Request-ID, in one pass over the headers.
+                message["headers"] = [
+                    *(pair for pair in message.get("headers", ()) if pair[0].lower() != _HEADER),
+                    (_HEADER, raw_id),
+                ]
             await send(message)
 
         try:

@@ -2,8 +2,10 @@
 
 Platform: HTTP POST /v1/jobs -> PostgreSQL row -> Redis -> worker claims -> `succeeded` in
 PostgreSQL; measured from the first submit until the last job is succeeded.
-Baseline: raw Celery `apply_async` of a no-op task to a worker with the same pool settings
-on the same Redis, measured until every task ran (counted in a Redis key).
+Baseline: raw Celery `apply_async` of a no-op task to a worker with the same flags (prefork,
+concurrency 2, task events, acks_late, prefetch 1) on the same Redis, measured until every
+task ran (counted in a Redis key). CPU per job: user + system time of the API processes and
+of the worker (main + pool processes), divided by the jobs.
 
 Run: .venv/bin/python bench/noop_throughput.py [--jobs 2000] [--clients 8]
 """
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,6 +28,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.proc_cpu import tree_cpu_seconds
 from core import db
 from core.models import Job
 from core.settings import Settings
@@ -32,6 +36,14 @@ from tests import services
 from tests.conftest import settings_env
 
 RAW_APP = "bench.raw_celery_app:app"
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    submitted: float  # when the last submit was answered (or published, raw)
+    server_cpu: float  # the API processes (platform) or nothing (raw: the publisher is us)
+    worker_cpu: float  # the worker's main process and its pool processes
 
 
 def _submit_all(api_url: str, key: str, jobs: int, clients: int) -> None:
@@ -49,20 +61,31 @@ def _submit_all(api_url: str, key: str, jobs: int, clients: int) -> None:
 
 
 def platform_run(
-    settings: Settings, sessions: db.Sessions, jobs: int, clients: int, workers: int, log_dir: Path
-) -> float:
+    settings: Settings,
+    sessions: db.Sessions,
+    jobs: int,
+    clients: int,
+    workers: int,
+    log_dir: Path,
+    api_workers: int,
+) -> Run:
     key = services.new_api_key(sessions, settings, name="bench")
     env = settings_env(settings)
     env["CONVEYOR_LOG_LEVEL"] = "WARNING"
     with services.platform(env, log_dir) as platform:
-        platform.start_api()
-        for _ in range(workers):
+        api = platform.start_api(workers=api_workers)
+        worker_processes = [
             platform.start_worker(
                 queues="default", concurrency=2, extra_env={"CONVEYOR_LOG_LEVEL": "INFO"}
             )
+            for _ in range(workers)
+        ]
         assert platform.api_url
+        api_cpu = tree_cpu_seconds(api.popen.pid)
+        worker_cpu = sum(tree_cpu_seconds(w.popen.pid) for w in worker_processes)
         start = time.perf_counter()
         _submit_all(platform.api_url, key, jobs, clients)
+        submitted = time.perf_counter() - start
         succeeded = 0
         while succeeded < jobs:
             with db.transaction(sessions) as session:
@@ -70,14 +93,19 @@ def platform_run(
                     session.scalar(sa.select(sa.func.count()).where(Job.status == "succeeded")) or 0
                 )
             time.sleep(0.02)
-        return time.perf_counter() - start
+        return Run(
+            seconds=time.perf_counter() - start,
+            submitted=submitted,
+            server_cpu=tree_cpu_seconds(api.popen.pid) - api_cpu,
+            worker_cpu=sum(tree_cpu_seconds(w.popen.pid) for w in worker_processes) - worker_cpu,
+        )
 
 
 def process_ready(process: services.Process) -> Callable[[], bool]:
     return lambda: "ready." in process.output()
 
 
-def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_dir: Path) -> float:
+def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_dir: Path) -> Run:
     env = {**os.environ, "BENCH_REDIS_URL": redis_url}
     counter = redis.Redis.from_url(redis_url)
     counter.delete("bench:done")
@@ -92,6 +120,11 @@ def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_di
             "raw",
             "-c",
             "2",
+            # The flags `conveyor worker` gives Celery (cli/launch.py): prefork, task events
+            # for Flower (-E), no gossip or mingle.
+            "-P",
+            "prefork",
+            "-E",
             "-n",
             f"raw{index}@%h",
             "--without-gossip",
@@ -106,6 +139,7 @@ def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_di
         from bench.raw_celery_app import app, noop
 
         app.conf.broker_url = redis_url
+        worker_cpu = sum(tree_cpu_seconds(p.popen.pid) for p in processes)
         start = time.perf_counter()
 
         def publish(count: int) -> None:
@@ -115,9 +149,15 @@ def raw_celery_run(redis_url: str, jobs: int, clients: int, workers: int, log_di
         share = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             list(pool.map(publish, share))
+        submitted = time.perf_counter() - start
         while int(counter.get("bench:done") or 0) < jobs:
             time.sleep(0.02)
-        return time.perf_counter() - start
+        return Run(
+            seconds=time.perf_counter() - start,
+            submitted=submitted,
+            server_cpu=0.0,
+            worker_cpu=sum(tree_cpu_seconds(p.popen.pid) for p in processes) - worker_cpu,
+        )
     finally:
         for process in processes:
             process.stop()
@@ -128,6 +168,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--api-workers", type=int, default=1, help="conveyor api --workers")
     args = parser.parse_args()
 
     name = services.unique_name("conveyor_bench")
@@ -142,26 +183,38 @@ def main() -> None:
             )
             engine = db.make_engine(settings)
             sessions = db.make_sessionmaker(engine)
-            platform_s = platform_run(
-                settings, sessions, args.jobs, args.clients, args.workers, Path(tmp)
+            ours = platform_run(
+                settings,
+                sessions,
+                args.jobs,
+                args.clients,
+                args.workers,
+                Path(tmp),
+                args.api_workers,
             )
             engine.dispose()
             redis.Redis.from_url(redis_url).flushdb()
-            raw_s = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, Path(tmp))
+            raw = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, Path(tmp))
             redis_server.stop()
     finally:
         services.drop_database(name)
 
-    platform_rate = args.jobs / platform_s
-    raw_rate = args.jobs / raw_s
-    print(f"jobs={args.jobs} clients={args.clients} workers={args.workers} (concurrency 2 each)")
+    ms = 1000 / args.jobs
+    platform_rate = args.jobs / ours.seconds
+    raw_rate = args.jobs / raw.seconds
+    print(
+        f"jobs={args.jobs} clients={args.clients} workers={args.workers} (concurrency 2 each) "
+        f"api processes={args.api_workers}"
+    )
     print(
         f"conveyor (HTTP submit -> succeeded in PostgreSQL): {platform_rate:8.0f} jobs/s "
-        f"({platform_s:.2f} s)"
+        f"({ours.seconds:.2f} s; all submitted at {ours.submitted:.2f} s)  "
+        f"CPU/job: API {ours.server_cpu * ms:.2f} ms, worker {ours.worker_cpu * ms:.2f} ms"
     )
     print(
         f"raw celery (apply_async -> task ran):              {raw_rate:8.0f} tasks/s "
-        f"({raw_s:.2f} s)"
+        f"({raw.seconds:.2f} s; all published at {raw.submitted:.2f} s)  "
+        f"CPU/task: worker {raw.worker_cpu * ms:.2f} ms"
     )
     print(f"ratio conveyor/raw: {platform_rate / raw_rate:.2f}")
 

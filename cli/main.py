@@ -22,7 +22,16 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
-from cli import db_admin, deploy_client, import_client, importers, queues, schedules, secrets
+from cli import (
+    db_admin,
+    deploy_client,
+    import_client,
+    importers,
+    jobs_client,
+    queues,
+    schedules,
+    secrets,
+)
 from cli.launch import (
     POOLS,
     LaunchError,
@@ -295,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_client.add_parser(sub)
     importers.add_parsers(sub)
     deploy_client.add_parser(sub)
+    jobs_client.add_parser(sub)
     secrets.add_parser(sub)
     schedules.add_parser(sub)
     queues.add_parser(sub)

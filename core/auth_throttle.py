@@ -62,6 +62,12 @@ class AuthThrottle:
             seen_window, count = self._local.get(address, (window, 0))
         return count if seen_window == window else 0
 
+    def might_limit(self, address: str) -> bool:
+        """Whether ``check`` would look anything up (this process saw a failure from
+        ``address`` in this window): async callers run ``check`` on a thread only then."""
+        window, _ = self._window()
+        return self._local_count(address, window) > 0
+
     def check(self, address: str) -> None:
         """Raise RateLimited when ``address`` used up its failures in this window."""
         window, remaining = self._window()

@@ -79,14 +79,16 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_engine(settings: Settings, *, pool_size: int = 5) -> sa.Engine:
-    """One engine per process; the caller disposes it on shutdown."""
+def make_engine(settings: Settings, *, pool_size: int = 5, pre_ping: bool = True) -> sa.Engine:
+    """One engine per process; the caller disposes it on shutdown. ``pre_ping=False`` saves
+    a round trip per checkout where every use is retried on DatabaseUnavailable anyway (a
+    dead pooled connection then costs one retry, and SQLAlchemy drops the pool's others)."""
     return sa.create_engine(
         settings.sqlalchemy_url,
         # Statement parameters stay out of exception text (and so out of logs): they can be
         # secrets, keys' hashes or users' data.
         hide_parameters=True,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=settings.database_connect_timeout,
@@ -117,6 +119,33 @@ def transaction(sessions: Sessions) -> Iterator[Session]:
             raise
         raise DatabaseUnavailable() from error
     except sa_exc.TimeoutError as error:  # pool exhausted while the server hangs
+        raise DatabaseUnavailable() from error
+
+
+def engine_of(sessions: Sessions) -> sa.Engine:
+    """The engine a sessionmaker is bound to."""
+    bind = sessions.kw["bind"]
+    assert isinstance(bind, sa.Engine)
+    return bind
+
+
+@contextmanager
+def autocommit(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A pooled connection in autocommit mode: each statement is its own transaction, so a
+    one-statement write costs one round trip (no BEGIN/COMMIT). Errors are mapped like
+    ``transaction``'s."""
+    try:
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        if (
+            isinstance(error, sa_exc.DBAPIError)
+            and not error.connection_invalidated
+            and (_is_query_error(error))
+        ):
+            raise
+        raise DatabaseUnavailable() from error
+    except sa_exc.TimeoutError as error:
         raise DatabaseUnavailable() from error
 
 

@@ -2,7 +2,9 @@
 
 A custom collector asks the breaker, Redis (queue depth, through the breaker) and
 PostgreSQL (jobs by status, the outbox) for their current values on every scrape: each API
-process reports its own breaker and the (shared) database and queues. A dependency that is
+process reports its own breaker (labelled ``process="host:pid"``: with ``conveyor api
+--workers N`` each scrape reaches one of N processes, and their series must not be mixed up)
+and the (shared) database and queues. A dependency that is
 down reports ``*_up 0`` and leaves its other series out; the scrape itself never fails.
 Job counts, outcomes, run-time histograms, retries and reaped leases come from
 trigger-maintained counters (core.lifecycle.counters, migrations 1000 and 0120), so a scrape
@@ -14,6 +16,8 @@ rules under deploy/ may use only those (tests/unit/test_metric_names.py).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 
 import redis
@@ -74,6 +78,7 @@ class ConveyorCollector:
         self.breaker = breaker
         self.redis = redis_client
         self.deployment_slots = deployment_slots
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
 
     def describe(self) -> list[Metric]:
         """Nothing up front: registering must not touch Redis or PostgreSQL."""
@@ -90,25 +95,29 @@ class ConveyorCollector:
         state = GaugeMetricFamily(
             "conveyor_redis_breaker_state",
             "Redis circuit breaker state (1 for the current one).",
-            labels=["state"],
+            labels=["process", "state"],
         )
         for name in STATES:
-            state.add_metric([name], 1.0 if snapshot["state"] == name else 0.0)
+            state.add_metric([self.process, name], 1.0 if snapshot["state"] == name else 0.0)
         yield state
-        yield GaugeMetricFamily(
+        failures = GaugeMetricFamily(
             "conveyor_redis_breaker_failure_count",
             "Consecutive Redis failures counted towards opening the breaker.",
-            value=snapshot["failure_count"],
+            labels=["process"],
         )
+        failures.add_metric([self.process], snapshot["failure_count"])
+        yield failures
         for key, help_text in (
             ("successes", "Redis calls that succeeded through the breaker."),
             ("failures", "Redis calls that failed through the breaker."),
             ("rejections", "Redis calls refused by the open breaker without touching Redis."),
             ("state_changes", "Breaker state changes."),
         ):
-            yield CounterMetricFamily(
-                f"conveyor_redis_breaker_{key}", help_text, value=snapshot[key]
+            counter = CounterMetricFamily(
+                f"conveyor_redis_breaker_{key}", help_text, labels=["process"]
             )
+            counter.add_metric([self.process], snapshot[key])
+            yield counter
 
     def _queues(self) -> Iterator[Metric]:
         depths = queue_depths(self.redis, self.breaker)

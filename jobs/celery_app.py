@@ -63,6 +63,12 @@ class Runtime:
         return db.make_engine(self.settings, pool_size=self.pool_size)
 
     @cached_property
+    def statements_engine(self) -> sa.Engine:
+        """For the claim and the finish (one statement each, in autocommit): no pre-ping, as
+        both are retried while the database is unavailable (jobs/job_runner.py)."""
+        return db.make_engine(self.settings, pool_size=1, pre_ping=False)
+
+    @cached_property
     def sessions(self) -> db.Sessions:
         return db.make_sessionmaker(self.engine)
 

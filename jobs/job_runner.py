@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
@@ -24,7 +25,7 @@ from core.errors import (
     LeaseLost,
     TimeLimitExceeded,
 )
-from core.lifecycle import leases
+from core.lifecycle import lease_statements, leases
 from core.lifecycle.admission import Admission
 from core.lifecycle.heartbeat import Heartbeat, StopReason
 from core.lifecycle.states import JobStatus
@@ -81,7 +82,7 @@ class JobTask(Task):  # type: ignore[misc]
             with tracing.tracer.start_as_current_span(
                 "job.finish", attributes={"conveyor.status": outcome[0].value}
             ):
-                _finish(ctx, outcome, admission)
+                _finish(ctx, outcome, admission, self.app.runtime.statements_engine)
 
     def _claim(
         self,
@@ -91,6 +92,37 @@ class JobTask(Task):  # type: ignore[misc]
         admission: Admission | None,
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
+        if admission is None:
+            # The common case in one statement; anything else (our own claim retried,
+            # nothing to claim, admission) takes the complete path below.
+            with db.autocommit(self.app.runtime.statements_engine) as connection:
+                claimed = lease_statements.claim(
+                    connection,
+                    job_id=job_id,
+                    owner=owner,
+                    lease_seconds=settings.lease_seconds,
+                    grace=settings.time_limit_grace_seconds,
+                )
+            if claimed is not None:
+                bind_job_context(
+                    job_id=str(job_id),
+                    request_id=claimed.request_id,
+                    trace_id=claimed.trace_id,
+                    attempt=claimed.lease.attempt,
+                )
+                return JobContext(
+                    job_id=job_id,
+                    kind=claimed.kind,
+                    params=claimed.params,
+                    attempt=claimed.lease.attempt,
+                    checkpoint=claimed.checkpoint,
+                    lease=claimed.lease,
+                    sessions=sessions,
+                    settings=settings,
+                    unit_seq=claimed.unit_seq,
+                    time_limit_seconds=claimed.time_limit_seconds,
+                    result=claimed.result,
+                )
         with db.transaction(sessions) as session:
             lease = leases.claim_job(
                 session,
@@ -171,10 +203,23 @@ def _failed(ctx: JobContext, error: ConveyorError) -> Outcome:
     return JobStatus.failed, result, error.code, error.message
 
 
-def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> None:
+def _finish(
+    ctx: JobContext, outcome: Outcome, admission: Admission | None, engine: sa.Engine
+) -> None:
     status, result, code, message = outcome
 
     def finish() -> None:
+        if admission is None:  # one statement, no ORM
+            with db.autocommit(engine) as connection:
+                lease_statements.finish(
+                    connection,
+                    lease=ctx.lease,
+                    status=status,
+                    result=result,
+                    error_code=code,
+                    error_message=message,
+                )
+            return
         with db.transaction(ctx.sessions) as session:
             leases.finish_job(
                 session,
@@ -184,8 +229,8 @@ def _finish(ctx: JobContext, outcome: Outcome, admission: Admission | None) -> N
                 error_code=code,
                 error_message=message,
             )
-            if admission is not None:  # what this job held (a slot, a target) is free now
-                admission.released(session, ctx.job_id)
+            # What this job held (a slot, a target) is free now, in the same transaction.
+            admission.released(session, ctx.job_id)
 
     try:
         # Past the retry window DatabaseUnavailable propagates; the reaper takes over.

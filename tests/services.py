@@ -296,11 +296,14 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def start_api(self, extra_env: dict[str, str] | None = None) -> Process:
+    def start_api(
+        self, extra_env: dict[str, str] | None = None, *, workers: int | None = None
+    ) -> Process:
         port = free_port()
-        process = self._spawn(
-            "api", [str(VENV_BIN / "conveyor"), "api", "--port", str(port)], extra_env
-        )
+        argv = [str(VENV_BIN / "conveyor"), "api", "--port", str(port)]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        process = self._spawn("api", argv, extra_env)
         self.api_url = f"http://127.0.0.1:{port}"
         url = self.api_url
 

@@ -7,10 +7,15 @@ jobs are still accepted into the outbox and status is still served from PostgreS
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import anyio.to_thread
+import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import Breaker, RedisClient, Sessions
+from api.deps import Breaker, Pool, RedisClient
 from api.schemas.health import (
     BreakerSnapshot,
     Checks,
@@ -21,10 +26,12 @@ from api.schemas.health import (
     Ready,
     RedisCheck,
 )
-from core import health
+from core import async_db, health
+from core.broker.breaker import RedisBreaker
 from core.broker.queue_depth import queue_depths
 from core.broker.task_names import QUEUES
 from core.errors import DatabaseUnavailable
+from core.lifecycle import async_store
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -45,30 +52,49 @@ def _not_ready(checks: Checks) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=503)
 
 
+async def _check_database(pool: async_db.AsyncPool) -> dict[str, Any]:
+    """Like core.health.check_database, on the async pool (timed, never raises)."""
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        async with async_db.connection(pool) as conn:
+            await async_store.ping(conn)
+    except Exception as failure:  # any failure means "not usable right now"
+        cause = failure.__cause__ or failure
+        error = type(cause).__name__
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return {"status": "down" if error else "up", "latency_ms": latency, "error": error}
+
+
+def _redis_view(redis_client: redis.Redis, breaker: RedisBreaker) -> tuple[dict[str, Any], Any]:
+    """PING, and the queue depths when Redis is up: sync Redis calls with short timeouts
+    behind the breaker, run together on one worker thread."""
+    check = health.check_redis(redis_client, breaker)
+    depths = queue_depths(redis_client, breaker) if check["status"] == "up" else None
+    return check, depths
+
+
 @router.get(
     "/ready",
     summary="Readiness",
     response_model=Ready,
     responses={503: {"model": NotReady, "description": "The database is unavailable."}},
 )
-def ready(sessions: Sessions, redis_client: RedisClient, breaker: Breaker) -> Ready | JSONResponse:
+async def ready(pool: Pool, redis_client: RedisClient, breaker: Breaker) -> Ready | JSONResponse:
+    redis_check, depths = await anyio.to_thread.run_sync(_redis_view, redis_client, breaker)
     checks = Checks(
-        database=DatabaseCheck.model_validate(health.check_database(sessions)),
-        redis=RedisCheck.model_validate(health.check_redis(redis_client, breaker)),
+        database=DatabaseCheck.model_validate(await _check_database(pool)),
+        redis=RedisCheck.model_validate(redis_check),
     )
     if checks.database.status == "down":
         return _not_ready(checks)
     try:
-        outbox = Outbox.model_validate(health.outbox_status(sessions))
+        async with async_db.connection(pool) as conn:
+            outbox = Outbox.model_validate(await async_store.outbox_status(conn))
     except DatabaseUnavailable:  # went down between the two queries
         return _not_ready(checks)
     if checks.redis.status == "up":
-        return Ready(
-            status="ready",
-            checks=checks,
-            outbox=outbox,
-            queues=queue_depths(redis_client, breaker),
-        )
+        return Ready(status="ready", checks=checks, outbox=outbox, queues=depths)
     return Ready(
         status="degraded",
         detail=REDIS_DOWN,

@@ -9,7 +9,9 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api.schemas.problems import FieldError
 from core.diagnostics import PARAMS_MODELS
+from core.lifecycle.async_store import JobRecord
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
 
@@ -88,13 +90,15 @@ class JobOut(BaseModel):
     fire_time: datetime | None = Field(default=None, description="That firing's fire time.")
 
     @classmethod
-    def from_job(cls, job: Job) -> JobOut:
+    def from_job(cls, job: Job | JobRecord) -> JobOut:
+        # model_construct: the values come from the database row (typed by its columns), so
+        # validating them again would only cost time on every answer.
         status = JobStatus(job.status)
-        return cls(
+        return cls.model_construct(
             id=job.id,
             kind=job.kind,
             status=status,
-            progress=JobProgress(
+            progress=JobProgress.model_construct(
                 total=job.progress_total,
                 done=job.progress_done,
                 failed=job.progress_failed,
@@ -109,7 +113,7 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             error=(
-                JobError(code=job.error_code, message=job.error_message or "")
+                JobError.model_construct(code=job.error_code, message=job.error_message or "")
                 if job.error_code
                 else None
             ),
@@ -148,3 +152,52 @@ class JobEventOut(BaseModel):
 
 class JobEventPage(BaseModel):
     items: list[JobEventOut]
+
+
+# Submissions per POST /v1/jobs/batch: one transaction and one pipelined publish each.
+MAX_BATCH = 1000
+
+
+class BatchJob(JobSubmission):
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Like the Idempotency-Key header, for this submission alone.",
+    )
+
+
+class JobBatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"jobs": [{"kind": "noop"}, {"kind": "sleep", "params": {"seconds": 1}}]}]
+        },
+    )
+
+    # Entries are checked one by one (a bad entry is a problem in its own slot of the
+    # answer, not a 422 for the whole batch), so they are read as plain JSON here.
+    jobs: list[Any] = Field(
+        description=f"Up to {MAX_BATCH} submissions, each {{kind, params, idempotency_key?}}."
+    )
+
+
+class EntryProblem(BaseModel):
+    status: int
+    code: str
+    message: str
+    where: dict[str, Any] | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchItem(BaseModel):
+    status: int = Field(description="202 created, 200 replayed (Idempotency-Key), else 4xx.")
+    job: JobOut | None
+    problem: EntryProblem | None
+
+
+class BatchResult(BaseModel):
+    items: list[BatchItem] = Field(description="One per submission, in the request's order.")
+    created: int
+    replayed: int
+    failed: int

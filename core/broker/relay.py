@@ -44,13 +44,9 @@ def relay_undispatched(
 
 
 def _publish_in_order(publisher: JobPublisher, jobs: list[Job]) -> list[uuid.UUID]:
-    """Publish until the first failure (the breaker then refuses the rest anyway)."""
-    published: list[uuid.UUID] = []
-    for job in jobs:
-        if not publisher.publish(JobMessage.of(job)):
-            break
-        published.append(job.id)
-    return published
+    """Publish in pipelined batches until the first failure (the breaker then refuses the
+    rest anyway); the marks are then one UPDATE for all of them."""
+    return publisher.publish_many([JobMessage.of(job) for job in jobs])
 
 
 def republish_lost(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,12 +27,21 @@ def get_job(session: Session, *, job_id: uuid.UUID, principal: Principal | None 
     return job
 
 
-def encode_cursor(job: Job) -> str:
+class Keyed(Protocol):
+    """What a page cursor is made of (an ORM Job, or the API's JobRecord)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_cursor(job: Keyed) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(created), uuid.UUID(job_id)
@@ -57,7 +67,7 @@ def list_jobs(
     if kind is not None:
         query = query.where(Job.kind == kind)
     if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
+        created, job_id = decode_cursor(cursor)
         query = query.where(sa.tuple_(Job.created_at, Job.id) < sa.tuple_(created, job_id))
     jobs = list(session.scalars(query))
     next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None

@@ -73,7 +73,8 @@ def test_cancel_running_sleep(platform, api_client):
     platform.start_worker()
     client = api_client(Role.submitter)
     job = _submit(client, "sleep", {"seconds": 30, "steps": 300})
-    wait_for_job(client, job["id"], {"running"}, timeout=30)
+    # Mid-way: a cancel that lands before the first step (0.1 s) would rightly leave 0 done.
+    poll_job(client, job["id"], lambda j: j["progress"]["done"] >= 1, timeout=30)
 
     response = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 202, response.text

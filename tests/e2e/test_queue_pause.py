@@ -12,6 +12,7 @@ import httpx
 from core import db
 from core.api_keys import Role
 from core.models import Job
+from tests import services
 from tests.e2e.conftest import wait_for_job
 
 
@@ -20,6 +21,12 @@ def _submit(client: httpx.Client, kind: str, params: dict[str, Any]) -> dict[str
     assert response.status_code == 202, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def _dispatched(sessions: db.Sessions, job_id: str) -> bool:
+    with db.transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        return job is not None and job.dispatched_at is not None
 
 
 def _queue(client: httpx.Client, name: str) -> dict[str, Any]:
@@ -37,15 +44,22 @@ def test_paused_queue_holds_jobs_until_resumed(platform, api_client, sessions: d
 
     running = _submit(submitter, "sleep", {"seconds": 3, "steps": 3})
     wait_for_job(submitter, running["id"], {"running"}, timeout=30)
+    # Published before the pause: its message waits for the worker's only slot, and the
+    # worker's claim must refuse it once the slot is free.
+    early = _submit(submitter, "noop", {})
+    services.wait_until(
+        lambda: _dispatched(sessions, early["id"]), timeout=10, message="the early job published"
+    )
 
     paused = operator.post("/v1/queues/default/pause")
     assert paused.status_code == 200, paused.text
     assert paused.json()["queue"]["paused"] is True
-    held = [_submit(submitter, "noop", {}) for _ in range(3)]
-    assert {job["waiting_reason"] for job in held} == {"queue_paused"}
+    late = [_submit(submitter, "noop", {}) for _ in range(2)]
+    assert {job["waiting_reason"] for job in late} == {"queue_paused"}  # never published
+    held = [early, *late]
 
-    # The running job finishes; the held ones are never started, though their messages
-    # (the API publishes every new job) reached the same worker, which refused them.
+    # The running job finishes; the held ones are never started: the early one's message
+    # reached the same worker, which refused it and put it back with the reason.
     done = wait_for_job(submitter, running["id"], {"succeeded", "failed"}, timeout=30)
     assert done["status"] == "succeeded"
     time.sleep(3)

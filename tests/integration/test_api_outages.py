@@ -4,6 +4,8 @@ API answers 503 problems (and stays alive)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -127,13 +129,18 @@ def test_breaker_opens_and_relay_publishes_after_recovery(
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples by name and labels; the breaker's ``process`` label (this process, as the
+    test client runs the app in it) is checked and left out of the key."""
     response = client.get("/metrics", headers=services.METRICS_HEADERS)
     assert response.status_code == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if sample.name.startswith("conveyor_redis_breaker_"):
+                assert labels.pop("process") == f"{socket.gethostname()}:{os.getpid()}"
+            samples[(sample.name, tuple(sorted(labels.items())))] = sample.value
+    return samples
 
 
 def test_metrics_show_breaker_outbox_queues_and_jobs(
