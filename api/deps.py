@@ -3,7 +3,9 @@ principal: CurrentPrincipal``.
 
 Accessors of ``app.state`` are ``async def`` because they do no I/O (a sync dependency would
 cost a threadpool hop). ``CurrentPrincipal`` is sync: it queries the database with core's sync
-SQLAlchemy, so FastAPI runs it in the threadpool like the endpoints themselves.
+SQLAlchemy, so FastAPI runs it in the threadpool like the endpoints themselves. The async hot
+routes (api/routes/jobs.py) take ``ApiKeyCheck`` instead: the key's hash, verified by
+PostgreSQL inside the statement that does the work.
 """
 
 from __future__ import annotations

@@ -87,13 +87,18 @@ async def connection(pool: AsyncPool) -> AsyncIterator[AsyncConnection]:
     try:
         async with pool.connection(timeout=FAILING_WAIT_SECONDS if pool.failing else None) as conn:
             yield conn
+        # It worked: the database is there (a busy pool must not keep the short wait).
+        pool.failing = False
     except PoolTimeout as error:
         raise DatabaseUnavailable() from error
     except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         if not _is_connection_error(error):
             raise
         # This connection is discarded by the pool; the idle ones probably died with it
-        # (a restart, a cut network): check them all now rather than fail one request each.
+        # (a restart, a cut network): check them all now rather than fail one request each,
+        # and do not let the next requests wait a whole connect timeout for a new one (the
+        # first new connection that succeeds clears the flag).
+        pool.failing = True
         _check_soon(pool)
         raise DatabaseUnavailable() from error
 
