@@ -29,15 +29,16 @@ from tests.tcp_proxy import TcpProxy
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # What a submit may take while Redis is down: about what it takes with Redis up, measured in
-# the same test (the machine may be busy), and in any case less than the 0.5 s socket
-# timeout that a submit waiting on a dead or frozen Redis would pay.
+# the same test (three times its p99: the machine may be busy, and 50 samples make a noisy
+# p99), and in any case less than the 0.5 s socket timeout that a submit waiting on a dead
+# or frozen Redis would pay.
 SUBMIT_BOUND = (0.2, 0.45)
 
 
 def submit_bound(client: httpx.Client) -> float:
     baseline = [r.seconds for r in submit_steadily(client, count=50, rate=50)]
     low, high = SUBMIT_BOUND
-    return min(high, max(low, 2 * percentile(baseline, 0.99)))
+    return min(high, max(low, 3 * percentile(baseline, 0.99)))
 
 
 def assert_accepted_within_bound(results: list[Submitted], bound: float) -> list[float]:
