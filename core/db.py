@@ -107,19 +107,8 @@ def transaction(sessions: Sessions) -> Iterator[Session]:
     A lost or refused connection becomes ``DatabaseUnavailable`` so every caller reports it
     the same way (a 503 in the API, a retried unit in workers).
     """
-    try:
-        with sessions.begin() as session:
-            yield session
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
-        if (
-            isinstance(error, sa_exc.DBAPIError)
-            and not error.connection_invalidated
-            and (_is_query_error(error))
-        ):
-            raise
-        raise DatabaseUnavailable() from error
-    except sa_exc.TimeoutError as error:  # pool exhausted while the server hangs
-        raise DatabaseUnavailable() from error
+    with _unavailable_as_503(), sessions.begin() as session:
+        yield session
 
 
 def engine_of(sessions: Sessions) -> sa.Engine:
@@ -134,19 +123,8 @@ def autocommit(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A pooled connection in autocommit mode: each statement is its own transaction, so a
     one-statement write costs one round trip (no BEGIN/COMMIT). Errors are mapped like
     ``transaction``'s."""
-    try:
-        with engine.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
-        if (
-            isinstance(error, sa_exc.DBAPIError)
-            and not error.connection_invalidated
-            and (_is_query_error(error))
-        ):
-            raise
-        raise DatabaseUnavailable() from error
-    except sa_exc.TimeoutError as error:
-        raise DatabaseUnavailable() from error
+    with _unavailable_as_503(), engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def set_local_statement_timeout(session: Session, seconds: float) -> None:
@@ -158,3 +136,21 @@ def _is_query_error(error: sa_exc.DBAPIError) -> bool:
     """OperationalError also covers query-level errors (lock timeout, cancel); keep those."""
     sqlstate = getattr(error.orig, "sqlstate", None)
     return sqlstate is not None and not sqlstate.startswith("08")
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """A lost, refused or hung database becomes DatabaseUnavailable (503); an error of the
+    query itself (a constraint, a timeout it asked for) stays what it is."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        if (
+            isinstance(error, sa_exc.DBAPIError)
+            and not error.connection_invalidated
+            and (_is_query_error(error))
+        ):
+            raise
+        raise DatabaseUnavailable() from error
+    except sa_exc.TimeoutError as error:  # pool exhausted while the server hangs
+        raise DatabaseUnavailable() from error

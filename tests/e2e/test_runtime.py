@@ -214,8 +214,8 @@ def test_a_lost_message_is_published_again(
     done = wait_for_job(client, job["id"], TERMINAL, timeout=30)
     assert done["status"] == "succeeded"
     assert done["attempt"] == 1
-    api_log = platform.processes[0].output()
-    assert "relay.republished_lost" in api_log
+    # The API's or the worker's recovery loop, whichever looked first, published it again.
+    assert any("relay.republished_lost" in process.output() for process in platform.processes)
 
 
 def _second_batch_commit() -> Callable[[dict[str, object], bytes], bool]:
