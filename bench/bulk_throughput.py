@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.proc_cpu import tree_cpu_seconds
+from bench.throwaway import throwaway
 from core import db
 from core.models import Job
 from core.settings import Settings
@@ -102,27 +102,19 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1)
     args = parser.parse_args()
 
-    name = services.unique_name("conveyor_bench")
-    url = services.create_migrated_database(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            redis_server = services.RedisServer(Path(tmp))
-            redis_server.start()
-            settings = Settings(
-                env="test",
-                database_url=url,
-                redis_url=redis_server.url,
-                storage_dir=Path(tmp) / "storage",
-            )
-            engine = db.make_engine(settings)
-            sessions = db.make_sessionmaker(engine)
-            ours, api_cpu = platform_run(settings, sessions, args, Path(tmp))
-            engine.dispose()
-            redis.Redis.from_url(redis_server.url).flushdb()
-            raw = raw_run(redis_server.url, args)
-            redis_server.stop()
-    finally:
-        services.drop_database(name)
+    with throwaway() as spare:
+        settings = Settings(
+            env="test",
+            database_url=spare.database_url,
+            redis_url=spare.redis.url,
+            storage_dir=spare.directory / "storage",
+        )
+        engine = db.make_engine(settings)
+        sessions = db.make_sessionmaker(engine)
+        ours, api_cpu = platform_run(settings, sessions, args, spare.directory)
+        engine.dispose()
+        redis.Redis.from_url(spare.redis.url).flushdb()
+        raw = raw_run(spare.redis.url, args)
 
     ours_rate, raw_rate = args.jobs / ours, args.jobs / raw
     print(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.throwaway import throwaway
 from core import db
 from core.models import Job
 from core.settings import Settings
@@ -193,28 +193,20 @@ def main() -> None:
     parser.add_argument("--job-seconds", type=int, default=20, help="the reaped sleep job")
     args = parser.parse_args()
 
-    name = services.unique_name("conveyor_bench")
-    url = services.create_migrated_database(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            redis = services.RedisServer(Path(tmp))
-            redis.start()
-            settings = Settings(
-                _env_file=None,
-                env="test",
-                database_url=url,
-                redis_url=redis.url,
-                storage_dir=Path(tmp) / "storage",
-                lease_seconds=args.lease_seconds,
-                reaper_interval=args.reaper_interval,
-            )
-            try:
-                run(settings, redis, args, Path(tmp))
-            finally:
-                redis.resume() if redis.process else None
-                redis.stop()
-    finally:
-        services.drop_database(name)
+    with throwaway() as spare:
+        settings = Settings(
+            _env_file=None,
+            env="test",
+            database_url=spare.database_url,
+            redis_url=spare.redis.url,
+            storage_dir=spare.directory / "storage",
+            lease_seconds=args.lease_seconds,
+            reaper_interval=args.reaper_interval,
+        )
+        try:
+            run(settings, spare.redis, args, spare.directory)
+        finally:
+            spare.redis.resume() if spare.redis.process else None
 
 
 def run(

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import wrk
 from bench.proc_cpu import tree_cpu_seconds
+from bench.throwaway import throwaway
 from core import db
 from core.settings import Settings
 from tests import services
@@ -83,78 +83,70 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    name = services.unique_name("conveyor_bench")
-    url = services.create_migrated_database(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            redis_server = services.RedisServer(Path(tmp))
-            redis_server.start()
-            settings = Settings(
-                env="test",
-                database_url=url,
-                redis_url=redis_server.url,
-                storage_dir=Path(tmp) / "storage",
-                auth_failure_limit=10**6,
+    with throwaway() as spare:
+        settings = Settings(
+            env="test",
+            database_url=spare.database_url,
+            redis_url=spare.redis.url,
+            storage_dir=spare.directory / "storage",
+            auth_failure_limit=10**6,
+        )
+        engine = db.make_engine(settings)
+        sessions = db.make_sessionmaker(engine)
+        key = services.new_api_key(sessions, settings, name="bench")
+        auth = {"Authorization": f"Bearer {key}"}
+        env = settings_env(settings)
+        env["CONVEYOR_LOG_LEVEL"] = "WARNING"
+        with services.platform(env, spare.directory) as platform:
+            api = platform.start_api(workers=args.api_workers)
+            api_url = platform.api_url
+            assert api_url
+            job = httpx.post(f"{api_url}/v1/jobs", json=json.loads(NOOP), headers=auth).json()
+            bare, bare_url = bare_app(settings, spare.directory)
+            try:
+                # Alternated, medians kept: other load on the machine hits both alike.
+                ours_runs, bare_runs = [], []
+                for _ in range(args.rounds):
+                    ours_runs.append(
+                        wrk.run(
+                            f"{api_url}/v1/jobs/{job['id']}",
+                            connections=args.connections,
+                            seconds=args.seconds,
+                            headers=auth,
+                        )
+                    )
+                    bare_runs.append(
+                        wrk.run(
+                            f"{bare_url}/jobs/{job['id']}",
+                            connections=args.connections,
+                            seconds=args.seconds,
+                        )
+                    )
+            finally:
+                bare.stop()
+            ours, baseline = _median(ours_runs), _median(bare_runs)
+            cpu_before = tree_cpu_seconds(api.popen.pid)
+            started = time.perf_counter()
+            submit = wrk.run(
+                f"{api_url}/v1/jobs",
+                connections=args.connections,
+                seconds=args.seconds,
+                headers={**auth, "Content-Type": "application/json"},
+                method="POST",
+                body=NOOP,
             )
-            engine = db.make_engine(settings)
-            sessions = db.make_sessionmaker(engine)
-            key = services.new_api_key(sessions, settings, name="bench")
-            auth = {"Authorization": f"Bearer {key}"}
-            env = settings_env(settings)
-            env["CONVEYOR_LOG_LEVEL"] = "WARNING"
-            with services.platform(env, Path(tmp)) as platform:
-                api = platform.start_api(workers=args.api_workers)
-                api_url = platform.api_url
-                assert api_url
-                job = httpx.post(f"{api_url}/v1/jobs", json=json.loads(NOOP), headers=auth).json()
-                bare, bare_url = bare_app(settings, Path(tmp))
-                try:
-                    # Alternated, medians kept: other load on the machine hits both alike.
-                    ours_runs, bare_runs = [], []
-                    for _ in range(args.rounds):
-                        ours_runs.append(
-                            wrk.run(
-                                f"{api_url}/v1/jobs/{job['id']}",
-                                connections=args.connections,
-                                seconds=args.seconds,
-                                headers=auth,
-                            )
-                        )
-                        bare_runs.append(
-                            wrk.run(
-                                f"{bare_url}/jobs/{job['id']}",
-                                connections=args.connections,
-                                seconds=args.seconds,
-                            )
-                        )
-                finally:
-                    bare.stop()
-                ours, baseline = _median(ours_runs), _median(bare_runs)
-                cpu_before = tree_cpu_seconds(api.popen.pid)
-                started = time.perf_counter()
-                submit = wrk.run(
-                    f"{api_url}/v1/jobs",
-                    connections=args.connections,
-                    seconds=args.seconds,
-                    headers={**auth, "Content-Type": "application/json"},
-                    method="POST",
-                    body=NOOP,
-                )
-                submit_wall = time.perf_counter() - started
-                submit_cpu = tree_cpu_seconds(api.popen.pid) - cpu_before
-                paced = wrk.run(
-                    f"{api_url}/v1/jobs",
-                    connections=args.connections,
-                    seconds=args.seconds,
-                    headers={**auth, "Content-Type": "application/json"},
-                    method="POST",
-                    body=NOOP,
-                    pause_ms=args.pause_ms,
-                )
-            engine.dispose()
-            redis_server.stop()
-    finally:
-        services.drop_database(name)
+            submit_wall = time.perf_counter() - started
+            submit_cpu = tree_cpu_seconds(api.popen.pid) - cpu_before
+            paced = wrk.run(
+                f"{api_url}/v1/jobs",
+                connections=args.connections,
+                seconds=args.seconds,
+                headers={**auth, "Content-Type": "application/json"},
+                method="POST",
+                body=NOOP,
+                pause_ms=args.pause_ms,
+            )
+        engine.dispose()
 
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET: median of {args.rounds} "

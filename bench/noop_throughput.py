@@ -16,7 +16,6 @@ import argparse
 import concurrent.futures
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.proc_cpu import tree_cpu_seconds
+from bench.throwaway import throwaway
 from core import db
 from core.models import Job
 from core.settings import Settings
@@ -171,33 +171,28 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1, help="conveyor api --workers")
     args = parser.parse_args()
 
-    name = services.unique_name("conveyor_bench")
-    url = services.create_migrated_database(name)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            redis_server = services.RedisServer(Path(tmp))
-            redis_server.start()
-            redis_url = redis_server.url
-            settings = Settings(
-                env="test", database_url=url, redis_url=redis_url, storage_dir=Path(tmp) / "storage"
-            )
-            engine = db.make_engine(settings)
-            sessions = db.make_sessionmaker(engine)
-            ours = platform_run(
-                settings,
-                sessions,
-                args.jobs,
-                args.clients,
-                args.workers,
-                Path(tmp),
-                args.api_workers,
-            )
-            engine.dispose()
-            redis.Redis.from_url(redis_url).flushdb()
-            raw = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, Path(tmp))
-            redis_server.stop()
-    finally:
-        services.drop_database(name)
+    with throwaway() as spare:
+        redis_url = spare.redis.url
+        settings = Settings(
+            env="test",
+            database_url=spare.database_url,
+            redis_url=redis_url,
+            storage_dir=spare.directory / "storage",
+        )
+        engine = db.make_engine(settings)
+        sessions = db.make_sessionmaker(engine)
+        ours = platform_run(
+            settings,
+            sessions,
+            args.jobs,
+            args.clients,
+            args.workers,
+            spare.directory,
+            args.api_workers,
+        )
+        engine.dispose()
+        redis.Redis.from_url(redis_url).flushdb()
+        raw = raw_celery_run(redis_url, args.jobs, args.clients, args.workers, spare.directory)
 
     ms = 1000 / args.jobs
     platform_rate = args.jobs / ours.seconds
