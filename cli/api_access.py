@@ -41,13 +41,17 @@ def api_url(args: argparse.Namespace, settings: Settings) -> str:
     return (args.api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
 
 
+def quiet_request_log() -> None:
+    """httpx logs every request at INFO: noise on a terminal, which shows the answers."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def open_client(args: argparse.Namespace, settings: Settings, *, timeout: float) -> httpx.Client:
     """An httpx client for the API, authenticated with ``--api-key`` (and sending
     ``--idempotency-key`` where the command has one)."""
     if not args.api_key:
         raise UsageError("an API key is needed (--api-key or CONVEYOR_API_KEY)")
-    # httpx logs every request at INFO: noise on a terminal, which shows the answers.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_request_log()
     headers = {"Authorization": f"Bearer {args.api_key}"}
     if getattr(args, "idempotency_key", None):
         headers["Idempotency-Key"] = args.idempotency_key

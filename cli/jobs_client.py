@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from cli import api_access
 from core.settings import Settings
 
 BATCH_LIMIT = 1000  # what POST /v1/jobs/batch accepts
@@ -126,7 +127,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if not args.api_key:
         print("conveyor submit: --api-key or CONVEYOR_API_KEY is required", file=sys.stderr)
         return 2
-    api_url = args.api_url or f"http://{settings.api_host}:{settings.api_port}"
+    api_url = api_access.api_url(args, settings)
+    api_access.quiet_request_log()
     if args.kind and args.idempotency_key and args.count != 1:
         print("conveyor submit: --idempotency-key needs --count 1", file=sys.stderr)
         return 2
