@@ -10,12 +10,10 @@ import time
 from typing import Any
 
 import redis
-import sqlalchemy as sa
 import structlog
 
-from core import db
+from core import async_db
 from core.broker.breaker import RedisBreaker
-from core.lifecycle import counters
 
 log = structlog.get_logger(__name__)
 
@@ -32,18 +30,6 @@ def _error_type(error: BaseException) -> str:
     """Probe answers are unauthenticated: name the error, keep hosts and users in the log."""
     cause = error.__cause__ or error
     return type(cause).__name__
-
-
-def check_database(sessions: db.Sessions) -> dict[str, Any]:
-    """``SELECT 1`` in a transaction: {"status": "up"|"down", "latency_ms", "error"}."""
-    started = time.perf_counter()
-    try:
-        with db.transaction(sessions) as session:
-            session.execute(sa.text("SELECT 1"))
-    except Exception as error:  # any failure means "not usable right now"
-        log.warning("health.database_down", error=_describe(error))
-        return {"status": "down", "latency_ms": _elapsed_ms(started), "error": _error_type(error)}
-    return {"status": "up", "latency_ms": _elapsed_ms(started), "error": None}
 
 
 def check_redis(redis_client: redis.Redis, breaker: RedisBreaker) -> dict[str, Any]:
@@ -66,13 +52,43 @@ def check_redis(redis_client: redis.Redis, breaker: RedisBreaker) -> dict[str, A
     }
 
 
-def outbox_status(sessions: db.Sessions) -> dict[str, Any]:
-    """Jobs committed but not yet published; a growing age means the relay cannot publish.
-    Raises DatabaseUnavailable like any other read."""
-    with db.transaction(sessions) as session:
-        _, count = counters.read(session)
-        oldest = counters.oldest_undispatched_age(session)
-    return {
-        "undispatched": count,
+# The outbox: jobs committed but not yet published (the counters of core.lifecycle.counters),
+# and the age of the oldest (the partial index's first entry).
+_OUTBOX = """
+SELECT
+    (SELECT coalesce(sum(value), 0) FROM (
+        SELECT value FROM job_counters WHERE name = 'undispatched'
+        UNION ALL SELECT delta FROM job_counter_deltas WHERE name = 'undispatched'
+    ) AS counted)::bigint AS undispatched,
+    extract(epoch FROM now() - (
+        SELECT created_at FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL
+        ORDER BY created_at LIMIT 1
+    ))::float8 AS oldest
+"""
+
+
+async def check_database(
+    pool: async_db.AsyncPool,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The outbox query on the async pool, timed, as the database's check:
+    ({"status": "up"|"down", "latency_ms", "error"}, the outbox or None when down).
+    A growing outbox age means the relay cannot publish."""
+    started = time.perf_counter()
+    try:
+        async with async_db.connection(pool) as conn:
+            cursor = await async_db.execute(conn, "SELECT job_counters", _OUTBOX)
+            row = await cursor.fetchone()
+    except Exception as error:  # any failure means "not usable right now"
+        log.warning("health.database_down", error=_describe(error))
+        return {
+            "status": "down",
+            "latency_ms": _elapsed_ms(started),
+            "error": _error_type(error),
+        }, None
+    assert row is not None
+    oldest = row["oldest"]
+    outbox = {
+        "undispatched": int(row["undispatched"]),
         "oldest_age_seconds": round(oldest, 3) if oldest is not None else None,
     }
+    return {"status": "up", "latency_ms": _elapsed_ms(started), "error": None}, outbox

@@ -7,7 +7,6 @@ jobs are still accepted into the outbox and status is still served from PostgreS
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio.to_thread
@@ -26,12 +25,11 @@ from api.schemas.health import (
     Ready,
     RedisCheck,
 )
-from core import async_db, health
+from core import health
 from core.broker.breaker import RedisBreaker
 from core.broker.queue_depth import queue_depths
 from core.broker.task_names import QUEUES
 from core.errors import DatabaseUnavailable
-from core.lifecycle import async_store
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -52,20 +50,6 @@ def _not_ready(checks: Checks) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=503)
 
 
-async def _check_database(pool: async_db.AsyncPool) -> dict[str, Any]:
-    """Like core.health.check_database, on the async pool (timed, never raises)."""
-    started = time.perf_counter()
-    error: str | None = None
-    try:
-        async with async_db.connection(pool) as conn:
-            await async_store.ping(conn)
-    except Exception as failure:  # any failure means "not usable right now"
-        cause = failure.__cause__ or failure
-        error = type(cause).__name__
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    return {"status": "down" if error else "up", "latency_ms": latency, "error": error}
-
-
 def _redis_view(redis_client: redis.Redis, breaker: RedisBreaker) -> tuple[dict[str, Any], Any]:
     """PING, and the queue depths when Redis is up: sync Redis calls with short timeouts
     behind the breaker, run together on one worker thread."""
@@ -82,17 +66,14 @@ def _redis_view(redis_client: redis.Redis, breaker: RedisBreaker) -> tuple[dict[
 )
 async def ready(pool: Pool, redis_client: RedisClient, breaker: Breaker) -> Ready | JSONResponse:
     redis_check, depths = await anyio.to_thread.run_sync(_redis_view, redis_client, breaker)
+    database_check, outbox_view = await health.check_database(pool)
     checks = Checks(
-        database=DatabaseCheck.model_validate(await _check_database(pool)),
+        database=DatabaseCheck.model_validate(database_check),
         redis=RedisCheck.model_validate(redis_check),
     )
-    if checks.database.status == "down":
+    if outbox_view is None:
         return _not_ready(checks)
-    try:
-        async with async_db.connection(pool) as conn:
-            outbox = Outbox.model_validate(await async_store.outbox_status(conn))
-    except DatabaseUnavailable:  # went down between the two queries
-        return _not_ready(checks)
+    outbox = Outbox.model_validate(outbox_view)
     if checks.redis.status == "up":
         return Ready(status="ready", checks=checks, outbox=outbox, queues=depths)
     return Ready(

@@ -370,33 +370,3 @@ async def cancel_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID)
             assert record is not None
             return record
     raise InvalidTransition(f"Job {job_id} finished before it could be cancelled.")
-
-
-_OUTBOX = """
-SELECT
-    (SELECT coalesce(sum(value), 0) FROM (
-        SELECT value FROM job_counters WHERE name = 'undispatched'
-        UNION ALL SELECT delta FROM job_counter_deltas WHERE name = 'undispatched'
-    ) AS counted)::bigint AS undispatched,
-    extract(epoch FROM now() - (
-        SELECT created_at FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL
-        ORDER BY created_at LIMIT 1
-    ))::float8 AS oldest
-"""
-
-
-async def ping(conn: AsyncConnection) -> None:
-    await execute(conn, "SELECT 1", "SELECT 1")
-
-
-async def outbox_status(conn: AsyncConnection) -> dict[str, Any]:
-    """Like core.health.outbox_status: jobs committed but not yet published, and the age of
-    the oldest (the counters of core.lifecycle.counters, the partial index's first entry)."""
-    cursor = await execute(conn, "SELECT job_counters", _OUTBOX)
-    row = await cursor.fetchone()
-    assert row is not None
-    oldest = row["oldest"]
-    return {
-        "undispatched": int(row["undispatched"]),
-        "oldest_age_seconds": round(oldest, 3) if oldest is not None else None,
-    }
