@@ -113,8 +113,8 @@ async def submit_job(
     if outcome.problem is not None:
         raise outcome.problem
     assert outcome.job is not None
-    if outcome.created and outcome.job.waiting_reason is None:  # else held (paused queue)
-        dispatcher.dispatch(JobMessage.of(outcome.job))
+    if outcome.to_publish is not None:
+        dispatcher.dispatch(JobMessage.of(outcome.to_publish))
     return _json(
         JobOut.from_job(outcome.job),
         status_code=202 if outcome.created else 200,
@@ -151,10 +151,6 @@ def _entry_problem(error: Exception, index: int) -> EntryProblem:
 
 def _read_entry(settings: Settings, raw: Any, index: int) -> async_store.NewJob:
     entry = BatchJob.model_validate(raw)
-    if entry.idempotency_key is not None and "\x00" in entry.idempotency_key:
-        raise InvalidRequest(
-            "idempotency_key may not contain NUL.", where={"field": f"jobs.{index}.idempotency_key"}
-        )
     return _new_job(
         settings, entry, entry.idempotency_key, field=f"jobs.{index}.params.timeout_seconds"
     )
@@ -192,7 +188,6 @@ async def submit_batch(
             items.append(None)
         except (ValidationError, RequestValidationError, ConveyorError) as error:
             items.append(_refused(_entry_problem(error, index)))
-    outcomes: list[async_store.SubmitOutcome] = []
     async with auth.connection() as conn:
         _, outcomes = await async_store.submit_jobs(
             conn,
@@ -201,19 +196,16 @@ async def submit_batch(
             max_attempts=settings.max_attempts,
             request_id=request_id,
         )
-    created = [
-        o.job
-        for o in outcomes
-        if o.created and o.job is not None and o.job.waiting_reason is None  # else held
-    ]
-    dispatcher.dispatch_many(JobMessage.of(job) for job in created)
+    dispatcher.dispatch_many(
+        JobMessage.of(o.to_publish) for o in outcomes if o.to_publish is not None
+    )
     for (index, _), outcome in zip(valid, outcomes, strict=True):
         items[index] = _batch_item(outcome, index)
     final = [item for item in items if item is not None]
     return _json(
         BatchResult(
             items=final,
-            created=len(created),
+            created=sum(o.created for o in outcomes),
             replayed=sum(1 for item in final if item.status == 200),
             failed=sum(1 for item in final if item.problem is not None),
         )

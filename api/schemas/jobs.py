@@ -163,6 +163,7 @@ class BatchJob(JobSubmission):
         default=None,
         min_length=1,
         max_length=255,
+        pattern=r"^[^\x00]+$",  # PostgreSQL text cannot hold NUL
         description="Like the Idempotency-Key header, for this submission alone.",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core import db
 from core.models import Job, JobEvent
+from core.queues import control as queue_control
 from core.settings import Settings
 from tests import services
 
@@ -208,3 +210,25 @@ def test_batch_body_must_be_a_list_of_jobs(client: TestClient, headers: dict[str
     response = client.post("/v1/jobs/batch", json={"jobs": {"kind": "noop"}}, headers=headers)
     assert response.status_code == 422
     assert response.json()["where"] == {"field": "body.jobs"}
+
+
+def test_a_batch_into_a_paused_queue_is_created_and_held(
+    client: TestClient,
+    headers: dict[str, str],
+    sessions: db.Sessions,
+    settings: Settings,
+) -> None:
+    """Held jobs count as created, wait with queue_paused and are not published; a NUL in an
+    entry's idempotency key is that entry's 422, located."""
+    with db.transaction(sessions) as session:
+        queue_control.pause(session, name="default", principal_id=None)
+    body = batch(client, headers, [NOOP, NOOP, {**NOOP, "idempotency_key": "a\x00b"}])
+    assert [item["status"] for item in body["items"]] == [202, 202, 422]
+    assert (body["created"], body["replayed"], body["failed"]) == (2, 0, 1)
+    assert {item["job"]["waiting_reason"] for item in body["items"][:2]} == {"queue_paused"}
+    assert body["items"][2]["problem"]["where"] == {"field": "jobs.2.idempotency_key"}
+    time.sleep(0.5)  # the dispatcher publishes within milliseconds of the answer
+    rows = jobs_in_db(sessions)
+    assert len(rows) == 2
+    assert {(row.waiting_reason, row.dispatched_at) for row in rows} == {("queue_paused", None)}
+    assert queued_job_ids(redis.Redis.from_url(settings.redis_url)) == []
