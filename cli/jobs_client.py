@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -32,12 +31,7 @@ class ApiError(Exception):
     """The API refused a whole request (not one entry of a batch)."""
 
     def __init__(self, response: httpx.Response) -> None:
-        try:
-            body = response.json()
-            text = f"{body.get('code')}: {body.get('message')}"
-        except ValueError:
-            text = response.text[:300]
-        super().__init__(f"HTTP {response.status_code} {text}")
+        super().__init__(api_access.problem(response))
         self.status_code = response.status_code
 
 
@@ -97,8 +91,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--params", default="{}", help="a JSON object (with --kind)")
     parser.add_argument("--count", type=int, default=1, help="how many (with --kind)")
     parser.add_argument("--idempotency-key", help="with --kind and --count 1")
-    parser.add_argument("--api-url", default=os.environ.get("CONVEYOR_API_URL"))
-    parser.add_argument("--api-key", default=os.environ.get("CONVEYOR_API_KEY"))
+    api_access.add_api_options(parser)
     parser.set_defaults(handler=cmd_submit)
 
 
@@ -113,7 +106,10 @@ def _submissions(args: argparse.Namespace, stdin: TextIO) -> Iterator[dict[str, 
                     except ValueError as error:
                         raise SystemExit(f"{args.file}:{number}: not JSON: {error}") from None
         return
-    params = json.loads(args.params)
+    try:
+        params = json.loads(args.params)
+    except ValueError as error:
+        raise SystemExit(f"conveyor submit: --params is not JSON: {error}") from None
     entry: dict[str, Any] = {"kind": args.kind, "params": params}
     if args.idempotency_key:
         entry["idempotency_key"] = args.idempotency_key
@@ -144,5 +140,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"{item['status']} {problem['code']}: {problem['message']}")
         except ApiError as error:
             print(f"conveyor submit: {error}", file=sys.stderr)
+            return 2
+        except httpx.HTTPError as error:
+            print(f"conveyor submit: cannot talk to the API at {api_url}: {error}", file=sys.stderr)
             return 2
     return 1 if refused else 0

@@ -92,3 +92,16 @@ def test_conveyor_submit_command(
     assert refused.startswith("422 invalid_request: jobs.1.params.seconds")
     assert replay == "200 " + first.split()[1]
     assert job_count(sessions) == 1501
+
+    # No API there: a one-line error and exit 2, never a traceback.
+    down = {**env, "CONVEYOR_API_URL": f"http://127.0.0.1:{services.free_port()}"}
+    result = subprocess.run(
+        [str(CONVEYOR), "submit", "--kind", "noop"],
+        env=down,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cannot talk to the API at http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
