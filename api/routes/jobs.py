@@ -113,8 +113,8 @@ async def submit_job(
     if outcome.problem is not None:
         raise outcome.problem
     assert outcome.job is not None
-    if outcome.to_publish is not None:
-        dispatcher.dispatch(JobMessage.of(outcome.to_publish))
+    if outcome.created:  # a job of a paused queue is held, not published (JobMessage.held)
+        dispatcher.dispatch(JobMessage.of(outcome.job))
     return _json(
         JobOut.from_job(outcome.job),
         status_code=202 if outcome.created else 200,
@@ -196,9 +196,7 @@ async def submit_batch(
             max_attempts=settings.max_attempts,
             request_id=request_id,
         )
-    dispatcher.dispatch_many(
-        JobMessage.of(o.to_publish) for o in outcomes if o.to_publish is not None
-    )
+    dispatcher.dispatch_many(JobMessage.of(o.job) for o in outcomes if o.created and o.job)
     for (index, _), outcome in zip(valid, outcomes, strict=True):
         items[index] = _batch_item(outcome, index)
     final = [item for item in items if item is not None]

@@ -41,6 +41,8 @@ class JobFields(Protocol):
     def time_limit_seconds(self) -> float: ...
     @property
     def traceparent(self) -> str | None: ...
+    @property
+    def waiting_reason(self) -> str | None: ...
 
 
 # Messages per Redis round trip: kombu's Producer.batch() pipelines the LPUSHes.
@@ -56,10 +58,20 @@ class JobMessage:
     request_id: str | None
     time_limit_seconds: float
     traceparent: str | None = None
+    # A job that waits on purpose (a paused queue, a limit) is never published: the relay
+    # publishes it once it is released. Whoever committed it need not check.
+    held: bool = False
 
     @classmethod
     def of(cls, job: JobFields) -> JobMessage:
-        return cls(job.kind, job.id, job.request_id, job.time_limit_seconds, job.traceparent)
+        return cls(
+            job.kind,
+            job.id,
+            job.request_id,
+            job.time_limit_seconds,
+            job.traceparent,
+            held=job.waiting_reason is not None,
+        )
 
 
 def _broker_errors_unwrapped(send: Callable[[T], None], argument: T) -> None:
@@ -149,6 +161,8 @@ class JobPublisher:
 
     def publish(self, message: JobMessage) -> bool:
         """True when the broker took the message; False leaves the job to the relay."""
+        if message.held:
+            return False
         try:
             self.breaker.call(_broker_errors_unwrapped, self._send, message)
         except pybreaker.CircuitBreakerError:
@@ -164,6 +178,7 @@ class JobPublisher:
         """Publish in pipelined batches; the ids the broker took. A batch that fails is
         uncertain (some messages may be on Redis): its jobs stay in the outbox and may be
         published again, which is harmless (only one delivery can claim)."""
+        messages = [message for message in messages if not message.held]
         published: list[uuid.UUID] = []
         for start in range(0, len(messages), PUBLISH_BATCH):
             chunk = messages[start : start + PUBLISH_BATCH]
@@ -198,18 +213,3 @@ def dispatch_batch(
         log.warning("dispatch.mark_failed", jobs=len(published), error=repr(error)[:300])
         return 0
     return len(published)
-
-
-def dispatch_now(sessions: db.Sessions, publisher: JobPublisher, message: JobMessage) -> bool:
-    """Publish a just-committed job and record it. Never raises: the job is already stored,
-    so any failure (broker or database) just leaves it to the outbox relay."""
-    if not publisher.publish(message):
-        return False
-    job_id = message.job_id
-    try:
-        with db.transaction(sessions) as session:
-            outbox.mark_dispatched(session, job_ids=[job_id])
-    except Exception as error:  # published but unmarked: the relay may publish it once more
-        log.warning("dispatch.mark_failed", job_id=str(job_id), error=repr(error)[:300])
-        return False
-    return True

@@ -109,14 +109,6 @@ class SubmitOutcome:
     created: bool = False
     problem: ConveyorError | None = None
 
-    @property
-    def to_publish(self) -> JobRecord | None:
-        """The job to publish now: a new one, unless its queue is paused (then it waits with
-        waiting_reason queue_paused until the queue is resumed)."""
-        if self.created and self.job is not None and self.job.waiting_reason is None:
-            return self.job
-        return None
-
 
 _INSERT = f"""
 WITH {_KEY},

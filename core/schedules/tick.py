@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from core import db
-from core.broker.publisher import JobMessage, JobPublisher, dispatch_now
+from core.broker.publisher import JobMessage, JobPublisher, dispatch_batch
 from core.deployments import limits
 from core.errors import ConveyorError, DependencyUnavailable, PayloadTooLarge
 from core.imports.options import StoredFile
@@ -325,9 +325,8 @@ def tick(
     for _ in range(max_schedules):
         if not _tick_one(sessions, settings, now, result):
             break
-    if publisher is not None:
-        for message in result.messages:
-            dispatch_now(sessions, publisher, message)
+    if publisher is not None and result.messages:
+        dispatch_batch(sessions, publisher, result.messages)
     if result.schedules:
         log.info("schedules.tick", schedules=result.schedules, firings=result.firings)
     return result

@@ -31,6 +31,7 @@ from core.broker.relay import relay_pass, relay_undispatched
 from core.lifecycle import commands, leases, queries
 from core.lifecycle.states import JobStatus
 from core.models import Job
+from core.queues import control as queue_control
 from core.settings import Settings
 from jobs import broker_transport
 from tests import services
@@ -277,3 +278,25 @@ def test_an_ack_that_times_out_still_frees_the_prefetch_slot(
                 with contextlib.suppress(TimeoutError, socket.timeout):
                     connection.drain_events(timeout=1)
     assert [message.payload["n"] for message in received] == [1, 2]
+
+
+def test_a_held_job_is_never_published(
+    redis_settings: Settings, sessions: db.Sessions, broker: redis.Redis
+) -> None:
+    """Whatever path commits a job of a paused queue (submit, a schedule's firing, an import,
+    a deployment), its message is held back by the publisher, so no worker receives it and
+    the relay publishes it once after the resume."""
+    with db.transaction(sessions) as session:
+        queue_control.pause(session, name="default", principal_id=None)
+    held_job, free_job = new_jobs(sessions, 1)[0], new_jobs(sessions, 1, kind="import")[0]
+    with db.transaction(sessions) as session:
+        held, free = (
+            JobMessage.of(queries.get_job(session, job_id=j)) for j in (held_job, free_job)
+        )
+    assert held.held
+    assert not free.held
+    publisher = make_publisher(redis_settings)
+    assert publisher.publish(held) is False
+    assert publisher.publish_many([held, free]) == [free_job]
+    assert broker.llen("default") == 0
+    assert broker.llen("imports") == 1
