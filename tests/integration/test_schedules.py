@@ -226,8 +226,23 @@ def test_paused_schedule_does_not_fire_and_resumes_from_now(
     sid = create(client, operator, paused=True)["id"]
     t0 = anchor(sessions, sid)
     assert tick(sessions, settings, now=t0 + timedelta(hours=1)).schedules == 0
+    # Paused for five hours: every fire time since fell due long ago.
+    with db.transaction(sessions) as session:
+        session.execute(
+            sa.update(Schedule)
+            .where(Schedule.id == uuid.UUID(sid))
+            .values(
+                anchor_at=Schedule.anchor_at - timedelta(hours=5),
+                next_fire_at=Schedule.next_fire_at - timedelta(hours=5),
+            )
+        )
     resumed = client.post(f"/v1/schedules/{sid}/resume", headers=operator).json()
-    assert datetime.fromisoformat(resumed["next_fire_at"]) > t0
+    with db.transaction(sessions) as session:
+        database_now = session.scalar(sa.select(sa.func.now()))
+    assert database_now is not None
+    # Counted from the resume: nothing of the paused hours fires, is skipped or is recorded.
+    assert datetime.fromisoformat(resumed["next_fire_at"]) > database_now
+    assert tick(sessions, settings, now=database_now).schedules == 0
     assert firings(client, operator, sid) == []
 
 
