@@ -21,6 +21,7 @@ ticking.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -92,6 +93,17 @@ def _lock_due(session: Session, now: datetime | None, *, imports: bool) -> Sched
     )
 
 
+def _recent_due(schedule: Schedule, timing: Timing, now: datetime) -> list[datetime]:
+    """The most recent due fire times (at most the ones recorded, and the latest). Only
+    these matter, so a schedule that was down for months is not walked through fire time by
+    fire time from its old next_fire_at, and what is kept stays small."""
+    window_start = max(schedule.next_fire_at, now - timedelta(days=8))
+    recent = deque(timing.times_between(window_start, now), maxlen=MAX_SKIPPED_RECORDED + 1)
+    if not recent:  # a rare schedule (say yearly) whose last due time is older than 8 days
+        recent.extend(timing.times_between(schedule.next_fire_at, now))
+    return list(recent)
+
+
 def _plan(
     schedule: Schedule, timing: Timing, now: datetime, settings: Settings
 ) -> list[tuple[datetime, bool]]:
@@ -99,12 +111,7 @@ def _plan(
     if schedule.catch_up == "all":
         due = list(islice(timing.times_between(schedule.next_fire_at, now), MAX_FIRINGS_PER_TICK))
         return [(fire_time, True) for fire_time in due]
-    # Only the most recent due times matter; start close to now so a schedule that was
-    # down for months is not walked through fire time by fire time.
-    window_start = max(schedule.next_fire_at, now - timedelta(days=8))
-    due = list(timing.times_between(window_start, now)) or list(
-        timing.times_between(schedule.next_fire_at, now)
-    )
+    due = _recent_due(schedule, timing, now)
     if not due:
         return []
     *missed, latest = due
@@ -268,7 +275,7 @@ def _record_failure(
             if schedule is None or current is None or schedule.next_fire_at > current:
                 return True  # another process handled it meanwhile
             timing = timing_of(schedule)
-            due = list(timing.times_between(schedule.next_fire_at, current))
+            due = _recent_due(schedule, timing, current)
             for fire_time in due[-MAX_SKIPPED_RECORDED:]:
                 _record(session, schedule, fire_time, FAILED, detail)
             schedule.last_fired_at = due[-1] if due else schedule.last_fired_at
