@@ -21,8 +21,6 @@ from core.broker import publisher as job_publisher
 
 log = structlog.get_logger(__name__)
 
-MAX_BATCH = 1000
-
 
 class Dispatcher:
     def __init__(self, sessions: db.Sessions, publisher: job_publisher.JobPublisher) -> None:
@@ -51,7 +49,7 @@ class Dispatcher:
         if first is None:
             return None
         batch = [first]
-        while len(batch) < MAX_BATCH:
+        while len(batch) < job_publisher.PUBLISH_BATCH:  # one pipelined round trip
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:

@@ -43,12 +43,12 @@ from core.errors import InvalidRequest, NotFound
 from core.imports import row_errors, uploads
 from core.imports.options import ImportParams, StoredFile
 from core.imports.registry import ImporterRegistry
+from core.imports.uploads import IMPORT_KIND
 from core.lifecycle import commands, queries
 from core.models import ImportRowError, Job
 from core.settings import Settings
 from core.storage import StoredUpload, UploadWriter
 
-IMPORT_KIND = "import"
 router = APIRouter(tags=["imports"], responses=problem_responses(401, 422, 503))
 
 

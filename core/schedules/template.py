@@ -21,11 +21,11 @@ from core.diagnostics import PARAMS_MODELS
 from core.errors import BadRequest, InvalidRequest
 from core.imports.options import ImportParams, StoredFile, parse_error_threshold
 from core.imports.registry import ImporterNotFound, ImporterRegistry
+from core.imports.uploads import IMPORT_KIND
 from core.lifecycle import commands
 from core.schedules.inbox import check_pattern
 from core.settings import Settings
 
-IMPORT_KIND = "import"
 ScheduleKind = Literal["noop", "sleep", "import", "deployment"]
 
 

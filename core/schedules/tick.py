@@ -37,11 +37,12 @@ from core.broker.publisher import JobMessage, JobPublisher, dispatch_batch
 from core.deployments import limits
 from core.errors import ConveyorError, DependencyUnavailable, PayloadTooLarge
 from core.imports.options import StoredFile
+from core.imports.uploads import IMPORT_KIND
 from core.lifecycle import commands
 from core.lifecycle.states import ACTIVE
 from core.models import ApiKey, Job, Schedule, ScheduleFiring
 from core.schedules import inbox
-from core.schedules.template import IMPORT_KIND, JobSpec, job_spec
+from core.schedules.template import JobSpec, job_spec
 from core.schedules.timing import Timing
 from core.settings import Settings
 
