@@ -103,7 +103,7 @@ async def submit_job(
 ) -> Response:
     new = _new_job(settings, submission, idempotency_key, field="params.timeout_seconds")
     async with auth.connection() as conn:
-        _, (outcome,) = await async_store.submit_jobs(
+        (outcome,) = await async_store.submit_jobs(
             conn,
             key_hash=auth.key_hash,
             jobs=[new],
@@ -189,7 +189,7 @@ async def submit_batch(
         except (ValidationError, RequestValidationError, ConveyorError) as error:
             items.append(_refused(_entry_problem(error, index)))
     async with auth.connection() as conn:
-        _, outcomes = await async_store.submit_jobs(
+        outcomes = await async_store.submit_jobs(
             conn,
             key_hash=auth.key_hash,
             jobs=[new for _, new in valid],
@@ -243,7 +243,7 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, auth: ApiKeyCheck) -> Response:
     async with auth.connection() as conn:
-        _, job = await async_store.get_job(conn, key_hash=auth.key_hash, job_id=job_id)
+        job = await async_store.get_job(conn, key_hash=auth.key_hash, job_id=job_id)
     return _json(JobOut.from_job(job))
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from core import tracing
-from core.api_keys import Principal, Role
 from core.async_db import AsyncConnection, execute
 from core.broker.task_names import route_for
 from core.errors import (
@@ -66,7 +65,7 @@ class JobRecord:
 
 _NAMES = tuple(field.name for field in fields(JobRecord))
 _COLUMNS = ", ".join(f"j.{name}" for name in _NAMES)
-_KEY = """k AS (SELECT id AS key_id, name AS key_name, role AS key_role, scopes AS key_scopes
+_KEY = """k AS (SELECT id AS key_id, role AS key_role
     FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL)"""
 # The key's principal may see the job: operators and admins see all, submitters their own.
 _VISIBLE = "(k.key_role <> 'submitter' OR j.principal_id = k.key_id)"
@@ -78,16 +77,12 @@ def _record(row: dict[str, Any]) -> JobRecord | None:
     return JobRecord(*(row[name] for name in _NAMES))
 
 
-def _principal(rows: list[dict[str, Any]]) -> Principal:
+def _key_id(rows: list[dict[str, Any]]) -> uuid.UUID:
+    """The caller's key: every statement returns a row while the key is valid, none else."""
     if not rows:
         raise Unauthenticated("Unknown or revoked API key.")
-    row = rows[0]
-    return Principal(
-        id=row["key_id"],
-        name=row["key_name"],
-        role=Role(row["key_role"]),
-        scopes=frozenset(row["key_scopes"] or ()),
-    )
+    key_id: uuid.UUID = rows[0]["key_id"]
+    return key_id
 
 
 @dataclass(frozen=True)
@@ -148,7 +143,7 @@ async def submit_jobs(
     jobs: list[NewJob],
     max_attempts: int,
     request_id: str | None,
-) -> tuple[Principal, list[SubmitOutcome]]:
+) -> list[SubmitOutcome]:
     """Insert the jobs (queued, undispatched) and their first events in one statement,
     authenticated by ``key_hash``; one outcome per submission, in order."""
     fingerprints = [request_fingerprint({"kind": j.kind, "params": j.params}) for j in jobs]
@@ -174,7 +169,7 @@ async def submit_jobs(
         },
     )
     rows = await cursor.fetchall()
-    principal = _principal(rows)
+    key_id = _key_id(rows)
     # Only id, created_at and waiting_reason come back: every other column of a new job is
     # what was sent or its default, so the record is built here (less to send and parse).
     returned = {row["id"]: row for row in rows if row["id"] is not None}
@@ -191,7 +186,7 @@ async def submit_jobs(
     existing: dict[str, tuple[JobRecord, str]] = {}
     if replays:
         cursor = await execute(
-            conn, "SELECT jobs", _EXISTING, {"principal_id": principal.id, "keys": replays}
+            conn, "SELECT jobs", _EXISTING, {"principal_id": key_id, "keys": replays}
         )
         for row in await cursor.fetchall():
             record = _record(row)
@@ -201,7 +196,7 @@ async def submit_jobs(
         _outcome(job, job_id, fingerprint, inserted, existing)
         for job, job_id, fingerprint in zip(jobs, ids, fingerprints, strict=True)
     ]
-    return principal, outcomes
+    return outcomes
 
 
 def _new_record(
@@ -270,17 +265,15 @@ SELECT k.*, {_COLUMNS} FROM k LEFT JOIN jobs j ON j.id = %(job_id)s AND {_VISIBL
 """
 
 
-async def get_job(
-    conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID
-) -> tuple[Principal, JobRecord]:
+async def get_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID) -> JobRecord:
     """The job, if the key is valid (else Unauthenticated) and may see it (else NotFound)."""
     cursor = await execute(conn, "SELECT jobs", _GET, {"key_hash": key_hash, "job_id": job_id})
     rows = await cursor.fetchall()
-    principal = _principal(rows)
+    _key_id(rows)
     record = _record(rows[0])
     if record is None:
         raise NotFound(f"Job {job_id} not found.", where={"path": "job_id"})
-    return principal, record
+    return record
 
 
 _LIST = f"""
@@ -323,7 +316,7 @@ async def list_jobs(
         },
     )
     rows = await result.fetchall()
-    _principal(rows)
+    _key_id(rows)
     jobs = [record for record in map(_record, rows) if record is not None]
     next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     return jobs[:limit], next_cursor
@@ -359,7 +352,7 @@ SELECT * FROM c
 async def cancel_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID) -> JobRecord:
     """A queued job is cancelled now; a running one is flagged and stops between units.
     Each step is one atomic statement (the job's transition and its event together)."""
-    _, job = await get_job(conn, key_hash=key_hash, job_id=job_id)
+    job = await get_job(conn, key_hash=key_hash, job_id=job_id)
     if JobStatus(job.status) in TERMINAL:
         raise InvalidTransition(f"Job {job_id} is already {job.status}.")
     for statement in (_CANCEL_QUEUED, _FLAG_RUNNING):
