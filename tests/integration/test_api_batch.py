@@ -222,13 +222,18 @@ def test_a_batch_into_a_paused_queue_is_created_and_held(
     entry's idempotency key is that entry's 422, located."""
     with db.transaction(sessions) as session:
         queue_control.pause(session, name="default", principal_id=None)
-    body = batch(client, headers, [NOOP, NOOP, {**NOOP, "idempotency_key": "a\x00b"}])
+    try:
+        body = batch(client, headers, [NOOP, NOOP, {**NOOP, "idempotency_key": "a\x00b"}])
+        time.sleep(0.5)  # the dispatcher publishes within milliseconds of the answer
+        rows = jobs_in_db(sessions)
+        in_redis = queued_job_ids(redis.Redis.from_url(settings.redis_url))
+    finally:  # later tests on this process's database (e2e modules) must find it running
+        with db.transaction(sessions) as session:
+            queue_control.resume(session, name="default")
     assert [item["status"] for item in body["items"]] == [202, 202, 422]
     assert (body["created"], body["replayed"], body["failed"]) == (2, 0, 1)
     assert {item["job"]["waiting_reason"] for item in body["items"][:2]} == {"queue_paused"}
     assert body["items"][2]["problem"]["where"] == {"field": "jobs.2.idempotency_key"}
-    time.sleep(0.5)  # the dispatcher publishes within milliseconds of the answer
-    rows = jobs_in_db(sessions)
     assert len(rows) == 2
     assert {(row.waiting_reason, row.dispatched_at) for row in rows} == {("queue_paused", None)}
-    assert queued_job_ids(redis.Redis.from_url(settings.redis_url)) == []
+    assert in_redis == []
