@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import redis
+from celery import Celery
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -26,7 +27,6 @@ from core import api_keys, async_db, db
 from core.api_keys import Principal, Role
 from core.auth_throttle import AuthThrottle
 from core.broker.breaker import RedisBreaker
-from core.broker.publisher import JobPublisher
 from core.errors import Forbidden, NotFound, Unauthenticated
 from core.imports.registry import ImporterRegistry
 from core.settings import Settings
@@ -51,9 +51,9 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _publisher(request: Request) -> JobPublisher:
-    publisher: JobPublisher = request.app.state.publisher
-    return publisher
+async def _celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
 
 
 async def _dispatcher(request: Request) -> Dispatcher:
@@ -89,7 +89,7 @@ async def _request_id(request: Request) -> str | None:
 Sessions = Annotated[db.Sessions, Depends(_sessions)]
 Pool = Annotated[async_db.AsyncPool, Depends(_pool)]
 AppSettings = Annotated[Settings, Depends(_settings)]
-Publisher = Annotated[JobPublisher, Depends(_publisher)]
+CeleryControl = Annotated[Celery, Depends(_celery)]
 JobDispatcher = Annotated[Dispatcher, Depends(_dispatcher)]
 RedisClient = Annotated[redis.Redis, Depends(_redis)]
 Breaker = Annotated[RedisBreaker, Depends(_breaker)]

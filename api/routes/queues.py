@@ -8,7 +8,7 @@ import redis
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Breaker, OperatorPrincipal, Publisher, RedisClient, Sessions
+from api.deps import Breaker, CeleryControl, OperatorPrincipal, RedisClient, Sessions
 from api.schemas.problems import problem_responses
 from api.schemas.queues import QueueAction, QueueList, QueueOut
 from core import db
@@ -35,11 +35,11 @@ async def list_queues(
     sessions: Sessions,
     redis_client: RedisClient,
     breaker: Breaker,
-    publisher: Publisher,
+    celery: CeleryControl,
     _: OperatorPrincipal,
 ) -> QueueList:
     # Asking the workers waits up to its timeout: on a thread, like the database work.
-    workers = await run_in_threadpool(overview.consumers, publisher.celery)
+    workers = await run_in_threadpool(overview.consumers, celery)
     infos = await run_in_threadpool(_overview, sessions, redis_client, breaker, workers)
     return QueueList(items=[QueueOut.from_info(info) for info in infos])
 

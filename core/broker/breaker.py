@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -86,7 +87,14 @@ class RedisBreaker:
         return cls(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_timeout)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` through the breaker; raises pybreaker.CircuitBreakerError when open.
+        """Run ``fn`` through the breaker; raises pybreaker.CircuitBreakerError when open."""
+        with self.guarded():
+            return fn(*args, **kwargs)
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """The block runs through the breaker (an ``await`` inside is fine: the async
+        publisher's pipeline does that); raises pybreaker.CircuitBreakerError when open.
 
         ``CircuitBreaker.call`` holds the breaker's lock for the whole wrapped call, so one
         hung Redis call (a socket timeout) would queue every other thread's Redis call behind
@@ -98,12 +106,11 @@ class RedisBreaker:
         try:
             with self.breaker.calling():
                 admitted = True
-                result = fn(*args, **kwargs)
+                yield
         except pybreaker.CircuitBreakerError:
             if not admitted:  # refused without touching Redis; a tripping call is a failure
                 self.listener.rejected()
             raise
-        return result
 
     @property
     def state(self) -> str:

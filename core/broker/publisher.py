@@ -4,28 +4,25 @@ broker. The job row is the outbox; ``core.broker.relay`` publishes whatever is s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-import kombu.exceptions
 import pybreaker
 import redis
 import structlog
-from celery import Celery
 from opentelemetry.trace import SpanKind
 
 from core import db, tracing
 from core.broker import task_message
 from core.broker.breaker import RedisBreaker
-from core.broker.celery_config import celery_config
-from core.broker.task_names import Route, route_for
+from core.broker.redis_client import make_redis
+from core.broker.task_names import route_for
 from core.lifecycle import outbox
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 
 
 class JobFields(Protocol):
@@ -45,7 +42,7 @@ class JobFields(Protocol):
     def waiting_reason(self) -> str | None: ...
 
 
-# Messages per Redis round trip: kombu's Producer.batch() pipelines the LPUSHes.
+# Messages per Redis round trip (one pipeline of LPUSHes).
 PUBLISH_BATCH = 500
 
 
@@ -74,60 +71,20 @@ class JobMessage:
         )
 
 
-def _broker_errors_unwrapped(send: Callable[[T], None], argument: T) -> None:
-    """Run ``send``; kombu wraps Redis' errors (OperationalError, BatchPublishError) and the
-    breaker, its counters and /health/circuit-breaker should name the real one (a timeout,
-    a refused connection)."""
-    try:
-        send(argument)
-    except (kombu.exceptions.OperationalError, kombu.exceptions.BatchPublishError) as error:
-        if isinstance(error.__cause__, redis.RedisError):
-            raise error.__cause__ from error
-        raise
+class MessageBuilder:
+    """A job's task message, and the publish span that carries its trace."""
 
-
-class JobPublisher:
-    """Sends job tasks by name (the publisher never imports task code)."""
-
-    def __init__(self, celery: Celery, breaker: RedisBreaker, *, grace_seconds: float) -> None:
-        self.celery = celery
-        self.breaker = breaker
+    def __init__(self, *, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
-        self.published = 0
 
-    @classmethod
-    def from_settings(cls, settings: Settings, breaker: RedisBreaker) -> JobPublisher:
-        producer = Celery("conveyor-publisher", set_as_current=False)
-        producer.conf.update(celery_config(settings))
-        return cls(producer, breaker, grace_seconds=settings.time_limit_grace_seconds)
-
-    def _send(self, message: JobMessage, producer: Any = None) -> None:
-        route = route_for(message.kind)
-        headers: dict[str, Any] = {"request_id": message.request_id} if message.request_id else {}
-        if tracing.is_configured():
-            # Every publish of a job (direct, relay, reaper) continues the job's trace; the
-            # worker's task span is a child of this one (W3C headers in the message).
-            with tracing.tracer.start_as_current_span(
-                f"publish {route.task}",
-                context=tracing.job_context(message.traceparent),
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "conveyor.job_id": str(message.job_id),
-                    "messaging.destination": route.queue,
-                },
-            ):
-                tracing.inject(headers)
-                self._send_task(route, message, headers, producer)
-        else:
-            self._send_task(route, message, headers, producer)
-
-    def _send_task(
-        self, route: Route, message: JobMessage, headers: dict[str, Any], producer: Any
-    ) -> None:
+    def task(self, message: JobMessage, headers: dict[str, Any]) -> task_message.TaskMessage:
         # The job's run-time limit travels with the message: a prefork worker raises
         # SoftTimeLimitExceeded in the body at the limit and kills the pool process at
         # limit + grace (the heartbeat also stops the body at the limit, in any pool).
-        task = task_message.job_task_message(
+        route = route_for(message.kind)
+        if message.request_id:
+            headers = {**headers, "request_id": message.request_id}
+        return task_message.job_task_message(
             task=route.task,
             queue=route.queue,
             job_id=str(message.job_id),
@@ -135,57 +92,78 @@ class JobPublisher:
             time_limit=message.time_limit_seconds + self.grace_seconds,
             headers=headers,
         )
-        if producer is not None:
-            task_message.publish(producer, task)
-            return
-        with self.celery.producer_or_acquire() as own:
-            task_message.publish(own, task)
+
+    @contextmanager
+    def traced(self, message: JobMessage) -> Iterator[task_message.TaskMessage]:
+        """The message inside its job's publish span (a child of the job's trace; the
+        worker's task span is a child of this one, W3C headers in the message). The Redis
+        write must happen inside the block to belong to the span."""
+        route = route_for(message.kind)
+        with tracing.tracer.start_as_current_span(
+            f"publish {route.task}",
+            context=tracing.job_context(message.traceparent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "conveyor.job_id": str(message.job_id),
+                "messaging.destination": route.queue,
+            },
+        ):
+            headers: dict[str, Any] = {}
+            tracing.inject(headers)
+            yield self.task(message, headers)
+
+
+def chunks(messages: Sequence[JobMessage]) -> Iterator[list[JobMessage]]:
+    """The messages to publish (held ones never are), one pipelined round trip each."""
+    sendable = [message for message in messages if not message.held]
+    for start in range(0, len(sendable), PUBLISH_BATCH):
+        yield sendable[start : start + PUBLISH_BATCH]
+
+
+class JobPublisher:
+    """LPUSHes job tasks onto their queues (the publisher never imports task code)."""
+
+    def __init__(
+        self, redis_client: redis.Redis, breaker: RedisBreaker, *, grace_seconds: float
+    ) -> None:
+        self.redis = redis_client
+        self.breaker = breaker
+        self.messages = MessageBuilder(grace_seconds=grace_seconds)
+        self.published = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, breaker: RedisBreaker) -> JobPublisher:
+        return cls(make_redis(settings), breaker, grace_seconds=settings.time_limit_grace_seconds)
 
     def _send_many(self, messages: Sequence[JobMessage]) -> None:
         if tracing.is_configured():
             # Each job's Redis write stays a child of its own publish span (a pipeline
-            # flushed after the loop would belong to no job's trace): traced processes
+            # executed after the loop would belong to no job's trace): traced processes
             # publish one message per round trip.
-            with self.celery.producer_or_acquire() as producer:
-                for message in messages:
-                    self._send(message, producer)
-            return
-        # One producer, one pipeline: every LPUSH of the batch goes in one round trip
-        # (kombu flushes the pipeline when the batch context exits).
-        with (
-            self.celery.producer_or_acquire() as producer,
-            producer.batch(max_size=4 * len(messages) + 16),
-        ):
             for message in messages:
-                self._send(message, producer)
+                with self.messages.traced(message) as task:
+                    self.redis.lpush(task.queue, task.payload)
+            return
+        pipeline = self.redis.pipeline(transaction=False)
+        for message in messages:
+            task = self.messages.task(message, {})
+            pipeline.lpush(task.queue, task.payload)
+        pipeline.execute()
 
     def publish(self, message: JobMessage) -> bool:
         """True when the broker took the message; False leaves the job to the relay."""
-        if message.held:
-            return False
-        try:
-            self.breaker.call(_broker_errors_unwrapped, self._send, message)
-        except pybreaker.CircuitBreakerError:
-            log.info("publish.breaker_open", job_id=str(message.job_id))
-            return False
-        except Exception as error:  # any broker error: the outbox keeps the job safe
-            log.warning("publish.failed", job_id=str(message.job_id), error=str(error))
-            return False
-        self.published += 1
-        return True
+        return bool(self.publish_many([message]))
 
     def publish_many(self, messages: Sequence[JobMessage]) -> list[uuid.UUID]:
         """Publish in pipelined batches; the ids the broker took. A batch that fails is
         uncertain (some messages may be on Redis): its jobs stay in the outbox and may be
         published again, which is harmless (only one delivery can claim)."""
-        messages = [message for message in messages if not message.held]
         published: list[uuid.UUID] = []
-        for start in range(0, len(messages), PUBLISH_BATCH):
-            chunk = messages[start : start + PUBLISH_BATCH]
+        for chunk in chunks(messages):
             try:
-                self.breaker.call(_broker_errors_unwrapped, self._send_many, chunk)
+                self.breaker.call(self._send_many, chunk)
             except pybreaker.CircuitBreakerError:
-                log.info("publish.breaker_open", jobs=len(messages) - start)
+                log.info("publish.breaker_open", jobs=len(chunk))
                 break
             except Exception as error:  # any broker error: the outbox keeps the jobs safe
                 log.warning("publish.batch_failed", jobs=len(chunk), error=str(error))
@@ -195,7 +173,7 @@ class JobPublisher:
         return published
 
     def close(self) -> None:
-        self.celery.close()
+        self.redis.close()
 
 
 def dispatch_batch(

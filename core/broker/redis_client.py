@@ -12,6 +12,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -54,6 +57,25 @@ def make_redis(settings: Settings) -> redis.Redis:
         **_timeouts(settings),
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_master_name, **master_credentials(settings), **no_retry
+    )
+    return client
+
+
+def make_async_redis(settings: Settings) -> redis.asyncio.Redis:
+    """``make_redis`` for the event loop (the API's dispatcher): same timeouts, no retries,
+    Sentinel-aware."""
+    no_retry: dict[str, Any] = {"retry": AsyncRetry(NoBackoff(), 0), "health_check_interval": 0}
+    if not settings.sentinel_addresses:
+        return redis.asyncio.Redis.from_url(
+            settings.redis_url_with_credentials, **_timeouts(settings), **no_retry
+        )
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses,
+        sentinel_kwargs=sentinel_kwargs(settings),
+        **_timeouts(settings),
+    )
+    client: redis.asyncio.Redis = sentinel.master_for(
         settings.redis_master_name, **master_credentials(settings), **no_retry
     )
     return client

@@ -1,15 +1,20 @@
-"""Celery task messages (protocol 2) built directly, for kombu's ``Producer.publish``.
+"""Celery task messages (protocol 2), built directly as the bytes kombu's Redis transport
+would LPUSH.
 
-``Celery.send_task`` rebuilds routing, options and a queue declaration for every message;
-in the API's profile that was most of a publish. A job message has one shape (one
-positional argument, the job id; no eta, expiry, chain or chord), so it is built here from
-the route and the job's time limits. The result is what ``send_task`` would publish (the
-worker cannot tell the difference; tests/e2e run real workers on it), sent to the anonymous
-exchange with the queue as routing key, as Celery itself does for direct queues.
+``Celery.send_task`` rebuilds routing, options and a queue declaration for every message, and
+kombu's ``Producer.publish`` then serializes, compresses, wraps and encodes it again; in the
+API's profile those were most of a publish. A job message has one shape (one positional
+argument, the job id; no eta, expiry, chain or chord) on a direct queue (the anonymous
+exchange, the queue as routing key, priority 0: the list named after the queue), so it is
+built here in one pass: what kombu would have pushed, byte for byte apart from key order
+(tests/integration/test_task_message.py compares the two; tests/e2e run real workers on it).
+The same bytes serve the sync publisher and the API's async one.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import uuid
@@ -22,10 +27,11 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 @dataclass(frozen=True)
 class TaskMessage:
-    body: tuple[list[str], dict[str, Any], dict[str, Any]]
-    headers: dict[str, Any]
-    task_id: str
+    """One LPUSH: the queue's list and the envelope."""
+
     queue: str
+    payload: bytes
+    task_id: str
 
 
 def job_task_message(
@@ -38,9 +44,12 @@ def job_task_message(
     headers: dict[str, Any],
 ) -> TaskMessage:
     task_id = str(uuid.uuid4())
-    return TaskMessage(
-        body=([job_id], {}, _EMBED),
-        headers={
+    body = json.dumps([[job_id], {}, _EMBED]).encode()
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
             "lang": "py",
             "task": task,
             "id": task_id,
@@ -62,21 +71,15 @@ def job_task_message(
             "stamps": {},
             **headers,
         },
-        task_id=task_id,
-        queue=queue,
-    )
-
-
-def publish(producer: Any, message: TaskMessage) -> None:
-    """Through kombu (inside ``producer.batch()`` this only buffers the LPUSH)."""
-    producer.publish(
-        message.body,
-        exchange="",
-        routing_key=message.queue,
-        serializer="json",
-        headers=message.headers,
-        correlation_id=message.task_id,
-        reply_to="",
-        delivery_mode=2,
-        retry=False,
-    )
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            # The worker's QoS tracks an unacked delivery by this tag (kombu: a uuid4).
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return TaskMessage(queue=queue, payload=json.dumps(envelope).encode(), task_id=task_id)

@@ -50,24 +50,24 @@ def mark_dispatched(session: Session, *, job_ids: list[uuid.UUID]) -> None:
 # the disk (synchronous_commit off for this transaction only). A mark lost to a PostgreSQL
 # crash just means the relay publishes those jobs once more, which is harmless (only one
 # delivery can claim); waiting for a flush here would cost every submit a disk write.
-_MARK_PUBLISHED = sa.text(
-    """
+# psycopg's parameter style: the API's async dispatcher runs it as is.
+MARK_PUBLISHED_SQL = """
     WITH marked AS (
         UPDATE jobs SET dispatched_at = now()
-        WHERE id = ANY(:job_ids) AND dispatched_at IS NULL
+        WHERE id = ANY(%(job_ids)s) AND dispatched_at IS NULL
         RETURNING 1
     ),
     flush_later AS (SELECT set_config('synchronous_commit', 'off', true) AS setting)
-    SELECT count(*) FROM marked, flush_later
-    """
-)
+    SELECT count(*) AS marked FROM marked, flush_later
+"""
 
 
 def mark_published(connection: sa.Connection, *, job_ids: list[uuid.UUID]) -> int:
     """``mark_dispatched`` for the dispatcher: one UPDATE, no ORM; how many were marked."""
     if not job_ids:
         return 0
-    return int(connection.execute(_MARK_PUBLISHED, {"job_ids": job_ids}).scalar_one())
+    result = connection.exec_driver_sql(MARK_PUBLISHED_SQL, {"job_ids": job_ids})
+    return int(result.scalar_one())
 
 
 def _published_and_waiting() -> list[sa.ColumnElement[bool]]:
