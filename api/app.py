@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import anyio.to_thread
 import structlog
+from celery import Celery
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
@@ -45,7 +46,9 @@ from api.routes import (
 )
 from core import async_db, db, tracing
 from core.auth_throttle import AuthThrottle
+from core.broker.async_publisher import AsyncJobPublisher
 from core.broker.breaker import RedisBreaker
+from core.broker.celery_config import celery_config
 from core.broker.publisher import JobPublisher
 from core.broker.redis_client import make_redis
 from core.imports.registry import ImporterRegistry
@@ -86,7 +89,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.breaker = breaker
     app.state.publisher = publisher
     app.state.redis = redis_client
-    app.state.dispatcher = Dispatcher(sessions, publisher)
+    async_publisher = AsyncJobPublisher.from_settings(settings, breaker)
+    app.state.dispatcher = Dispatcher(pool, async_publisher)
+    # Only for asking the workers (GET /v1/queues): publishing does not go through Celery.
+    app.state.celery = Celery("conveyor-api", set_as_current=False)
+    app.state.celery.conf.update(celery_config(settings))
     app.state.metrics = build_registry(
         sessions, breaker, redis_client, deployment_slots=settings.deploy_max_running
     )
@@ -127,7 +134,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
-        app.state.dispatcher.close()
+        await app.state.dispatcher.close()
+        await async_publisher.close()
+        app.state.celery.close()
         publisher.close()
         redis_client.close()
         await pool.close()
