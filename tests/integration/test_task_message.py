@@ -11,7 +11,8 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu import Connection, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
 
 from core.broker.breaker import RedisBreaker
 from core.broker.celery_config import celery_config
