@@ -1,7 +1,9 @@
-"""API latency with wrk: ``GET /v1/jobs/{id}`` (authenticated, visibility-checked) against a
-bare FastAPI app doing one primary-key SELECT on the same database with the same server
-settings; then ``POST /v1/jobs`` from 32 connections, back to back (saturation: throughput,
-p50, p99, API CPU per submit) and paced (each client pauses between submits).
+"""API latency with wrk, against a bare FastAPI app on the same database and Redis with the
+same server settings (bench/bare_app.py): ``GET /v1/jobs/{id}`` (authenticated,
+visibility-checked) vs one primary-key SELECT; then ``POST /v1/jobs`` vs one INSERT and one
+LPUSH, from 32 connections back to back (saturation: throughput, p50, p99, API CPU per
+submit) and paced (each client pauses between submits). Runs of ours and the bare app
+alternate, medians kept.
 
 Run: .venv/bin/python bench/get_latency.py [--seconds 5] [--rounds 3] [--connections 32]
      [--api-workers 1] [--pause-ms 100]
@@ -10,10 +12,13 @@ Run: .venv/bin/python bench/get_latency.py [--seconds 5] [--rounds 3] [--connect
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,7 +55,7 @@ def bare_app(settings: Settings, log_dir: Path) -> tuple[services.Process, str]:
         "-m",
         "uvicorn",
         "--factory",
-        "bench.bare_get_app:create_app",
+        "bench.bare_app:create_app",
         "--host",
         "127.0.0.1",
         "--port",
@@ -61,7 +66,11 @@ def bare_app(settings: Settings, log_dir: Path) -> tuple[services.Process, str]:
         "--log-level",
         "warning",
     ]
-    env = {**os.environ, "BENCH_DATABASE_URL": settings.libpq_url}
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": settings.libpq_url,
+        "BENCH_REDIS_URL": settings.redis_url,
+    }
     process = services.Process("bare-api", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/docs", process)
@@ -72,10 +81,46 @@ def _median(runs: list[wrk.WrkResult]) -> wrk.WrkResult:
     return sorted(runs, key=lambda run: run.requests_per_second)[len(runs) // 2]
 
 
+@dataclass
+class Pair:
+    """Median runs of ours and of the bare app, and the API's CPU over all of ours."""
+
+    ours: wrk.WrkResult
+    bare: wrk.WrkResult
+    api_cpu_ms: float  # per request
+    api_cores: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours.requests_per_second / self.bare.requests_per_second
+
+
+def _alternated(
+    rounds: int, api_pid: int, ours: Callable[[], wrk.WrkResult], bare: Callable[[], wrk.WrkResult]
+) -> Pair:
+    """Runs of each in turn, so that other load on the machine hits both alike."""
+    ours_runs, bare_runs, cpu, wall = [], [], 0.0, 0.0
+    for _ in range(rounds):
+        before, started = tree_cpu_seconds(api_pid), time.perf_counter()
+        ours_runs.append(ours())
+        cpu += tree_cpu_seconds(api_pid) - before
+        wall += time.perf_counter() - started
+        bare_runs.append(bare())
+    requests = sum(run.requests for run in ours_runs)
+    return Pair(_median(ours_runs), _median(bare_runs), 1000 * cpu / max(1, requests), cpu / wall)
+
+
+def _line(label: str, run: wrk.WrkResult) -> str:
+    return (
+        f"{label:<44}{run.requests_per_second:7.0f} req/s  p50 {run.p50_ms:6.1f} ms  "
+        f"p99 {run.p99_ms:6.1f} ms  errors {run.errors}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="alternated GET runs of each")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated runs of each")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument(
@@ -103,76 +148,65 @@ def main() -> None:
             assert api_url
             job = httpx.post(f"{api_url}/v1/jobs", json=json.loads(NOOP), headers=auth).json()
             bare, bare_url = bare_app(settings, spare.directory)
+            post_headers = {**auth, "Content-Type": "application/json"}
+
+            def hit(
+                url: str,
+                headers: dict[str, str] | None = None,
+                *,
+                post: bool = False,
+                pause: bool = False,
+            ) -> Callable[[], wrk.WrkResult]:
+                return functools.partial(
+                    wrk.run,
+                    url,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    headers=headers,
+                    method="POST" if post else "GET",
+                    body=NOOP if post else None,
+                    pause_ms=args.pause_ms if pause else 0,
+                )
+
+            pid = api.popen.pid
             try:
-                # Alternated, medians kept: other load on the machine hits both alike.
-                ours_runs, bare_runs = [], []
-                for _ in range(args.rounds):
-                    ours_runs.append(
-                        wrk.run(
-                            f"{api_url}/v1/jobs/{job['id']}",
-                            connections=args.connections,
-                            seconds=args.seconds,
-                            headers=auth,
-                        )
-                    )
-                    bare_runs.append(
-                        wrk.run(
-                            f"{bare_url}/jobs/{job['id']}",
-                            connections=args.connections,
-                            seconds=args.seconds,
-                        )
-                    )
+                get = _alternated(
+                    args.rounds,
+                    pid,
+                    hit(f"{api_url}/v1/jobs/{job['id']}", auth),
+                    hit(f"{bare_url}/jobs/{job['id']}"),
+                )
+                submit = _alternated(
+                    args.rounds,
+                    pid,
+                    hit(f"{api_url}/v1/jobs", post_headers, post=True),
+                    hit(f"{bare_url}/jobs", post_headers, post=True),
+                )
+                submit_paced = _alternated(
+                    args.rounds,
+                    pid,
+                    hit(f"{api_url}/v1/jobs", post_headers, post=True, pause=True),
+                    hit(f"{bare_url}/jobs", post_headers, post=True, pause=True),
+                )
             finally:
                 bare.stop()
-            ours, baseline = _median(ours_runs), _median(bare_runs)
-            cpu_before = tree_cpu_seconds(api.popen.pid)
-            started = time.perf_counter()
-            submit = wrk.run(
-                f"{api_url}/v1/jobs",
-                connections=args.connections,
-                seconds=args.seconds,
-                headers={**auth, "Content-Type": "application/json"},
-                method="POST",
-                body=NOOP,
-            )
-            submit_wall = time.perf_counter() - started
-            submit_cpu = tree_cpu_seconds(api.popen.pid) - cpu_before
-            paced = wrk.run(
-                f"{api_url}/v1/jobs",
-                connections=args.connections,
-                seconds=args.seconds,
-                headers={**auth, "Content-Type": "application/json"},
-                method="POST",
-                body=NOOP,
-                pause_ms=args.pause_ms,
-            )
         engine.dispose()
 
     print(
-        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET: median of {args.rounds} "
-        f"alternated runs each; API processes: {args.api_workers}"
+        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s; median of {args.rounds} alternated "
+        f"runs each; API processes: {args.api_workers}"
     )
+    print(_line("GET /v1/jobs/{id} (auth + visibility)", get.ours))
+    print(_line("bare FastAPI, one PK SELECT", get.bare))
+    print(f"ratio GET ours/bare: {get.ratio:.2f}")
+    print(_line("POST /v1/jobs, back to back", submit.ours))
+    print(_line("bare FastAPI, one INSERT + one LPUSH", submit.bare))
     print(
-        f"GET /v1/jobs/{{id}} (auth + visibility):  {ours.requests_per_second:8.0f} req/s  "
-        f"p50 {ours.p50_ms:6.2f} ms  p99 {ours.p99_ms:6.2f} ms  errors {ours.errors}"
+        f"ratio submit ours/bare: {submit.ratio:.2f}; API CPU {submit.api_cpu_ms:.2f} ms per "
+        f"submit ({submit.api_cores:.2f} cores)"
     )
-    print(
-        f"bare FastAPI + one PK SELECT:            {baseline.requests_per_second:8.0f} req/s  "
-        f"p50 {baseline.p50_ms:6.2f} ms  p99 {baseline.p99_ms:6.2f} ms  errors {baseline.errors}"
-    )
-    print(f"ratio GET ours/bare: {ours.requests_per_second / baseline.requests_per_second:.2f}")
-    print(
-        f"POST /v1/jobs at {args.connections} connections: "
-        f"{submit.requests_per_second:.0f} submits/s  p50 {submit.p50_ms:.2f} ms  "
-        f"p99 {submit.p99_ms:.2f} ms  errors {submit.errors}  "
-        f"API CPU {1000 * submit_cpu / max(1, submit.requests):.2f} ms/submit "
-        f"({submit_cpu / submit_wall:.2f} cores)"
-    )
-    print(
-        f"POST /v1/jobs, {args.connections} clients each pausing {args.pause_ms:g} ms: "
-        f"{paced.requests_per_second:.0f} submits/s  p50 {paced.p50_ms:.2f} ms  "
-        f"p99 {paced.p99_ms:.2f} ms  errors {paced.errors}"
-    )
+    print(_line(f"POST /v1/jobs, pausing {args.pause_ms:g} ms", submit_paced.ours))
+    print(_line(f"bare FastAPI, pausing {args.pause_ms:g} ms", submit_paced.bare))
 
 
 if __name__ == "__main__":
