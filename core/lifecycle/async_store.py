@@ -11,12 +11,11 @@ versions in core.lifecycle.commands / queries (the sync paths that CLI and tests
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
-
-from psycopg.types.json import Jsonb
 
 from core import tracing
 from core.async_db import AsyncConnection, execute
@@ -115,9 +114,8 @@ ins AS (
         %(max_attempts)s::int, u.tl, 'queued',
         -- a paused queue's job waits from the start (core.queues.control)
         (SELECT '{QUEUE_PAUSED}' FROM queues q WHERE q.paused AND q.name = u.queue)
-    FROM k, unnest(%(ids)s::uuid[], %(kinds)s::text[], %(params)s::jsonb[], %(idems)s::text[],
-        %(fps)s::text[], %(tids)s::text[], %(tps)s::text[], %(tls)s::float8[],
-        %(queues)s::text[])
+    FROM k, ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb) AS (id uuid, kind text,
+        params jsonb, idem text, fp text, tid text, tp text, tl float8, queue text))
         WITH ORDINALITY AS u(id, kind, params, idem, fp, tid, tp, tl, queue, ord)
     ORDER BY u.ord  -- the batch's order, for created_at ties (list order)
     ON CONFLICT (principal_id, idempotency_key) DO NOTHING
@@ -157,15 +155,25 @@ async def submit_jobs(
             "key_hash": key_hash,
             "request_id": request_id,
             "max_attempts": max_attempts,
-            "ids": ids,
-            "kinds": [j.kind for j in jobs],
-            "params": [Jsonb(j.params) for j in jobs],
-            "idems": [j.idempotency_key for j in jobs],
-            "fps": fingerprints,
-            "tids": [t[0] for t in traces],
-            "tps": [t[1] for t in traces],
-            "tls": [j.time_limit_seconds for j in jobs],
-            "queues": [route_for(j.kind).queue for j in jobs],
+            # One parameter for the whole batch: psycopg dumps one string, not nine arrays.
+            "jobs": json.dumps(
+                [
+                    {
+                        "id": str(job_id),
+                        "kind": j.kind,
+                        "params": j.params,
+                        "idem": j.idempotency_key,
+                        "fp": fingerprint,
+                        "tid": trace[0],
+                        "tp": trace[1],
+                        "tl": j.time_limit_seconds,
+                        "queue": route_for(j.kind).queue,
+                    }
+                    for j, job_id, fingerprint, trace in zip(
+                        jobs, ids, fingerprints, traces, strict=True
+                    )
+                ]
+            ),
         },
     )
     rows = await cursor.fetchall()
