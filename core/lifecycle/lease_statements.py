@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from core.errors import LeaseLost
 from core.lifecycle.leases import Lease
 from core.lifecycle.states import TERMINAL, JobStatus
+from core.models import Job
 
 # synchronous_commit is switched off for the claim's own transaction only (set_config(...,
 # true) lasts until its end): if PostgreSQL crashes before the WAL reaches disk the claim is
@@ -66,6 +67,8 @@ _CLAIM = sa.text(
 
 @dataclass(frozen=True)
 class Claimed:
+    """A claimed job: its lease and what the runner needs to run it."""
+
     lease: Lease
     kind: str
     params: dict[str, Any]
@@ -75,6 +78,21 @@ class Claimed:
     result: dict[str, Any] | None
     request_id: str | None
     trace_id: str | None
+
+    @classmethod
+    def of(cls, job: Job, lease: Lease) -> Claimed:
+        """What the complete claim (``leases.claim_job``) took, in the same shape."""
+        return cls(
+            lease=lease,
+            kind=job.kind,
+            params=dict(job.params),
+            checkpoint=job.checkpoint,
+            unit_seq=job.unit_seq,
+            time_limit_seconds=job.time_limit_seconds,
+            result=job.result,
+            request_id=job.request_id,
+            trace_id=job.trace_id,
+        )
 
 
 def claim(
