@@ -48,7 +48,11 @@ INTERNAL_ERROR_MESSAGE = (
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
 
-    def run_job(self, job_id: str, body: JobBody, admission: Admission | None = None) -> None:
+    def run_job(
+        self, job_id: str, body: JobBody, *, queue: str, admission: Admission | None = None
+    ) -> None:
+        """Run the job ``job_id`` of ``queue`` (the task's route: a claim refuses it while
+        that queue is paused)."""
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.runtime.settings
         try:
@@ -56,7 +60,7 @@ class JobTask(Task):  # type: ignore[misc]
                 "job.claim", attributes={"conveyor.job_id": job_id}
             ):
                 ctx = with_database_retry(
-                    lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
+                    lambda: self._claim(uuid.UUID(job_id), queue, sessions, settings, admission),
                     window=settings.lease_seconds * 4,
                 )
         except DatabaseUnavailable:
@@ -87,6 +91,7 @@ class JobTask(Task):  # type: ignore[misc]
     def _claim(
         self,
         job_id: uuid.UUID,
+        queue: str,
         sessions: db.Sessions,
         settings: Settings,
         admission: Admission | None,
@@ -95,17 +100,18 @@ class JobTask(Task):  # type: ignore[misc]
         claimed = None
         if admission is None:
             # The common case in one statement; anything else (our own claim retried,
-            # nothing to claim, admission) takes the complete path below.
+            # nothing to claim, admission, a paused queue) takes the complete path below.
             with db.autocommit(self.app.runtime.statements_engine) as connection:
                 claimed = lease_statements.claim(
                     connection,
                     job_id=job_id,
+                    queue=queue,
                     owner=owner,
                     lease_seconds=settings.lease_seconds,
                     grace=settings.time_limit_grace_seconds,
                 )
         if claimed is None:
-            claimed = _claim_completely(job_id, owner, sessions, settings, admission)
+            claimed = _claim_completely(job_id, queue, owner, sessions, settings, admission)
         if claimed is None:
             log.info("job.not_claimed", job_id=str(job_id))
             return None
@@ -132,6 +138,7 @@ class JobTask(Task):  # type: ignore[misc]
 
 def _claim_completely(
     job_id: uuid.UUID,
+    queue: str,
     owner: str,
     sessions: db.Sessions,
     settings: Settings,
@@ -142,6 +149,7 @@ def _claim_completely(
         lease = leases.claim_job(
             session,
             job_id=job_id,
+            queue=queue,
             owner=owner,
             lease_seconds=settings.lease_seconds,
             grace=settings.time_limit_grace_seconds,

@@ -53,20 +53,13 @@ def paused_reason(kind: str) -> sa.ScalarSelect[str]:
     )
 
 
-def paused_queues(session: Session) -> set[str]:
-    return set(session.scalars(sa.select(Queue.name).where(Queue.paused)))
-
-
-def claim_refusal(session: Session, job_id: uuid.UUID) -> Refusal | None:
-    """In the claim's transaction: refuse a job whose queue is paused. One query on a
-    table of a few rows while nothing is paused."""
-    paused = paused_queues(session)
+def claim_refusal(session: Session, queue: str) -> Refusal | None:
+    """In the claim's transaction: refuse a job of ``queue`` (the job's, which the claiming
+    task knows from its route) while it is paused."""
+    paused = session.scalar(sa.select(Queue.paused).where(Queue.name == queue))
     if not paused:
         return None
-    kind = session.scalar(sa.select(Job.kind).where(Job.id == job_id))
-    if kind is None or route_for(kind).queue not in paused:
-        return None
-    return Refusal(QUEUE_PAUSED, {"queue": route_for(kind).queue})
+    return Refusal(QUEUE_PAUSED, {"queue": queue})
 
 
 def pause(session: Session, *, name: str, principal_id: uuid.UUID | None) -> int:

@@ -10,6 +10,7 @@ import uuid
 import sqlalchemy as sa
 
 from core import db
+from core.broker.task_names import DEPLOYMENTS_QUEUE
 from core.deployments import limits
 from core.deployments.limits import DeploymentAdmission
 from core.lifecycle import admission, commands, leases
@@ -36,6 +37,7 @@ def claim(sessions: db.Sessions, job_id: uuid.UUID, cap: int) -> leases.Lease | 
         return leases.claim_job(
             session,
             job_id=job_id,
+            queue=DEPLOYMENTS_QUEUE,
             owner=f"w-{uuid.uuid4().hex[:6]}",
             lease_seconds=30,
             grace=5,
