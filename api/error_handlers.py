@@ -9,7 +9,8 @@ traceback goes to the log, never to the client.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from api.schemas.problems import FieldError
 from core.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -142,25 +144,55 @@ async def _conveyor_error(request: Request, error: Exception) -> JSONResponse:
     return conveyor_problem(request, error)
 
 
-def _field(loc: Any) -> str:
-    return ".".join(str(part) for part in loc)
+@dataclass(frozen=True, slots=True)
+class ValidationProblem:
+    """A 422 ``invalid_request`` from pydantic errors: the first error says it, all are listed."""
+
+    message: str
+    where: dict[str, Any] | None
+    errors: list[FieldError]
+
+
+def _field(loc: Sequence[Any], under: Sequence[str | int]) -> str:
+    # An entry of a batch is validated on its own, as if it were the body: its "body" is
+    # replaced by where the entry sits (jobs.3).
+    if under and loc[:1] == ("body",):
+        loc = loc[1:]
+    return ".".join(str(part) for part in (*under, *loc))
+
+
+def validation_problem(
+    errors: Sequence[Mapping[str, Any]], *, under: Sequence[str | int] = ()
+) -> ValidationProblem:
+    """Field paths from pydantic's ``loc`` (``body.params.seconds``, or ``jobs.3.params.seconds``
+    with ``under=("jobs", 3)``). Only field, message and type: pydantic's "input" and "ctx"
+    may echo large or secret input."""
+    fields = [
+        FieldError(
+            field=_field(tuple(item.get("loc", ())), under),
+            message=item.get("msg", ""),
+            type=item.get("type", "value_error"),
+        )
+        for item in errors
+    ]
+    first = fields[0] if fields else FieldError(field="", message="Invalid request.", type="")
+    return ValidationProblem(
+        message=f"{first.field}: {first.message}" if first.field else first.message,
+        where={"field": first.field} if first.field else None,
+        errors=fields,
+    )
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    # Only field, message and type: pydantic's "input"/"ctx" may echo large or secret input.
-    errors = [
-        {"field": _field(item.get("loc", ())), "message": item.get("msg", ""), "type": item["type"]}
-        for item in error.errors()
-    ]
-    first = errors[0] if errors else {"field": "", "message": "Invalid request."}
+    problem = validation_problem(error.errors())
     return problem_response(
         request,
         status=422,
         code=InvalidRequest.code,
-        message=f"{first['field']}: {first['message']}" if first["field"] else first["message"],
-        where={"field": first["field"]} if first["field"] else None,
-        extra={"errors": errors},
+        message=problem.message,
+        where=problem.where,
+        extra={"errors": [field.model_dump() for field in problem.errors]},
     )
 
 

@@ -151,8 +151,10 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
 def _register_job_task(
     app: ConveyorCelery, kind: str, body: JobBody, admission: Admission | None
 ) -> None:
+    queue = route_for(kind).queue  # where the publisher sends this task (celery_routes)
+
     def run(task: JobTask, job_id: str) -> None:
-        task.run_job(job_id, body, admission)
+        task.run_job(job_id, body, queue=queue, admission=admission)
 
     run.__name__ = f"run_{kind}"
     app.task(name=route_for(kind).task, base=JobTask, bind=True)(run)

@@ -48,7 +48,11 @@ INTERNAL_ERROR_MESSAGE = (
 class JobTask(Task):  # type: ignore[misc]
     """Base class of every job task; the app provides ``sessions`` and ``settings``."""
 
-    def run_job(self, job_id: str, body: JobBody, admission: Admission | None = None) -> None:
+    def run_job(
+        self, job_id: str, body: JobBody, *, queue: str, admission: Admission | None = None
+    ) -> None:
+        """Run the job ``job_id`` of ``queue`` (the task's route: a claim refuses it while
+        that queue is paused)."""
         sessions: db.Sessions = self.app.runtime.sessions
         settings: Settings = self.app.runtime.settings
         try:
@@ -56,7 +60,7 @@ class JobTask(Task):  # type: ignore[misc]
                 "job.claim", attributes={"conveyor.job_id": job_id}
             ):
                 ctx = with_database_retry(
-                    lambda: self._claim(uuid.UUID(job_id), sessions, settings, admission),
+                    lambda: self._claim(uuid.UUID(job_id), queue, sessions, settings, admission),
                     window=settings.lease_seconds * 4,
                 )
         except DatabaseUnavailable:
@@ -87,74 +91,73 @@ class JobTask(Task):  # type: ignore[misc]
     def _claim(
         self,
         job_id: uuid.UUID,
+        queue: str,
         sessions: db.Sessions,
         settings: Settings,
         admission: Admission | None,
     ) -> JobContext | None:
         owner = f"{self.request.hostname or 'worker'}:{os.getpid()}:{self.request.id}"
+        claimed = None
         if admission is None:
             # The common case in one statement; anything else (our own claim retried,
-            # nothing to claim, admission) takes the complete path below.
+            # nothing to claim, admission, a paused queue) takes the complete path below.
             with db.autocommit(self.app.runtime.statements_engine) as connection:
                 claimed = lease_statements.claim(
                     connection,
                     job_id=job_id,
+                    queue=queue,
                     owner=owner,
                     lease_seconds=settings.lease_seconds,
                     grace=settings.time_limit_grace_seconds,
                 )
-            if claimed is not None:
-                bind_job_context(
-                    job_id=str(job_id),
-                    request_id=claimed.request_id,
-                    trace_id=claimed.trace_id,
-                    attempt=claimed.lease.attempt,
-                )
-                return JobContext(
-                    job_id=job_id,
-                    kind=claimed.kind,
-                    params=claimed.params,
-                    attempt=claimed.lease.attempt,
-                    checkpoint=claimed.checkpoint,
-                    lease=claimed.lease,
-                    sessions=sessions,
-                    settings=settings,
-                    unit_seq=claimed.unit_seq,
-                    time_limit_seconds=claimed.time_limit_seconds,
-                    result=claimed.result,
-                )
-        with db.transaction(sessions) as session:
-            lease = leases.claim_job(
-                session,
-                job_id=job_id,
-                owner=owner,
-                lease_seconds=settings.lease_seconds,
-                grace=settings.time_limit_grace_seconds,
-                admission=admission,
-            )
-            if lease is None:
-                log.info("job.not_claimed", job_id=str(job_id))
-                return None
-            job = leases.load_claimed(session, lease=lease)
-            bind_job_context(
-                job_id=str(job_id),
-                request_id=job.request_id,
-                trace_id=job.trace_id,
-                attempt=lease.attempt,
-            )
-            return JobContext(
-                job_id=job_id,
-                kind=job.kind,
-                params=dict(job.params),
-                attempt=lease.attempt,
-                checkpoint=job.checkpoint,
-                lease=lease,
-                sessions=sessions,
-                settings=settings,
-                unit_seq=job.unit_seq,
-                time_limit_seconds=job.time_limit_seconds,
-                result=job.result,
-            )
+        if claimed is None:
+            claimed = _claim_completely(job_id, queue, owner, sessions, settings, admission)
+        if claimed is None:
+            log.info("job.not_claimed", job_id=str(job_id))
+            return None
+        bind_job_context(
+            job_id=str(job_id),
+            request_id=claimed.request_id,
+            trace_id=claimed.trace_id,
+            attempt=claimed.lease.attempt,
+        )
+        return JobContext(
+            job_id=job_id,
+            kind=claimed.kind,
+            params=claimed.params,
+            attempt=claimed.lease.attempt,
+            checkpoint=claimed.checkpoint,
+            lease=claimed.lease,
+            sessions=sessions,
+            settings=settings,
+            unit_seq=claimed.unit_seq,
+            time_limit_seconds=claimed.time_limit_seconds,
+            result=claimed.result,
+        )
+
+
+def _claim_completely(
+    job_id: uuid.UUID,
+    queue: str,
+    owner: str,
+    sessions: db.Sessions,
+    settings: Settings,
+    admission: Admission | None,
+) -> lease_statements.Claimed | None:
+    """The complete claim (core.lifecycle.leases), for what the one statement leaves out."""
+    with db.transaction(sessions) as session:
+        lease = leases.claim_job(
+            session,
+            job_id=job_id,
+            queue=queue,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
+            grace=settings.time_limit_grace_seconds,
+            admission=admission,
+        )
+        if lease is None:
+            return None
+        return lease_statements.Claimed.of(leases.load_claimed(session, lease=lease), lease)
 
 
 def _run_body(ctx: JobContext, body: JobBody) -> Outcome | None:

@@ -29,7 +29,7 @@ from api.deps import (
     RequestId,
     Sessions,
 )
-from api.error_handlers import http_status_for
+from api.error_handlers import http_status_for, validation_problem
 from api.schemas.jobs import (
     MAX_BATCH,
     MAX_BIGINT,
@@ -44,7 +44,7 @@ from api.schemas.jobs import (
     JobPage,
     JobSubmission,
 )
-from api.schemas.problems import FieldError, problem_responses
+from api.schemas.problems import problem_responses
 from core import db
 from core.broker.publisher import JobMessage
 from core.errors import ConveyorError, InvalidRequest
@@ -129,23 +129,13 @@ def _entry_problem(error: Exception, index: int) -> EntryProblem:
             status=http_status_for(error), code=error.code, message=error.message, where=error.where
         )
     assert isinstance(error, ValidationError | RequestValidationError)
-    errors = [
-        FieldError(
-            field=".".join(
-                str(part) for part in ("jobs", index, *item.get("loc", ())) if part != "body"
-            ),
-            message=item.get("msg", ""),
-            type=item.get("type", "value_error"),
-        )
-        for item in error.errors()
-    ]
-    first = errors[0]
+    problem = validation_problem(error.errors(), under=("jobs", index))
     return EntryProblem(
         status=422,
         code=InvalidRequest.code,
-        message=f"{first.field}: {first.message}",
-        where={"field": first.field},
-        errors=errors,
+        message=problem.message,
+        where=problem.where,
+        errors=problem.errors,
     )
 
 

@@ -84,4 +84,4 @@ class DeploymentAdmission:
 
     def released(self, session: Session, job_id: uuid.UUID) -> None:
         _lock(session)
-        admission.wake(session, kind=KIND)
+        admission.wake(session, reasons=admission.ADMISSION_REASONS, kinds=[KIND])

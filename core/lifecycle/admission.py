@@ -7,12 +7,14 @@ worker's slot is free at once. The job is offered again — reason cleared, back
 outbox — when its kind releases something (``Admission.released``, called in the finishing
 transaction of a job of that kind) and, as a safety net for a finisher that crashed or a
 lease that expired, by the recovery loop once it has waited ``waiting_recheck_seconds``.
-Only the reasons below are cleared that way; others (a paused queue) belong to their owner.
+Only the reasons below are cleared that way; a paused queue's reason is cleared by its
+resume (core.queues.control), through the same ``wake``.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,33 +73,33 @@ def hold(session: Session, *, job_id: uuid.UUID, refusal: Refusal) -> bool:
     return True
 
 
-def wake(session: Session, *, kind: str) -> int:
-    """Put the waiting jobs of ``kind`` back in the outbox, to be offered again (the relay
-    publishes them on its next pass; ``updated_at`` is left alone so no grace delays it)."""
+def wake(
+    session: Session,
+    *,
+    reasons: Collection[str],
+    kinds: Collection[str] | None = None,
+    older_than: float | None = None,
+) -> int:
+    """Put queued jobs that wait for one of ``reasons`` back in the outbox, to be offered
+    again: only jobs of ``kinds`` if given, only those last refused ``older_than`` seconds
+    ago or more if given. The relay publishes them on its next pass (``updated_at`` is left
+    alone so no grace delays it). The one way a held job goes back: a kind's release, the
+    recheck, and a paused queue's resume (core.queues.control). Returns how many."""
+    conditions = [Job.status == JobStatus.queued.value, Job.waiting_reason.in_(reasons)]
+    if kinds is not None:
+        conditions.append(Job.kind.in_(kinds))
+    if older_than is not None:
+        conditions.append(Job.updated_at < in_seconds(-older_than))
     result = session.execute(
         sa.update(Job)
         .execution_options(synchronize_session=False)
-        .where(
-            Job.kind == kind,
-            Job.status == JobStatus.queued.value,
-            Job.waiting_reason.in_(ADMISSION_REASONS),
-        )
+        .where(*conditions)
         .values(waiting_reason=None, dispatched_at=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def recheck_waiting(session: Session, *, older_than: float) -> int:
-    """Put back in the outbox every job that has waited ``older_than`` seconds since it was
+    """Put back in the outbox every job a limit has held ``older_than`` seconds since it was
     last refused (the relay's safety net)."""
-    result = session.execute(
-        sa.update(Job)
-        .execution_options(synchronize_session=False)
-        .where(
-            Job.status == JobStatus.queued.value,
-            Job.waiting_reason.in_(ADMISSION_REASONS),
-            Job.updated_at < in_seconds(-older_than),
-        )
-        .values(waiting_reason=None, dispatched_at=None)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return wake(session, reasons=ADMISSION_REASONS, older_than=older_than)

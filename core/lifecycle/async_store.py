@@ -280,8 +280,12 @@ async def get_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID) ->
     _key_id(rows)
     record = _record(rows[0])
     if record is None:
-        raise NotFound(f"Job {job_id} not found.", where={"path": "job_id"})
+        raise _job_not_found(job_id)
     return record
+
+
+def _job_not_found(job_id: uuid.UUID) -> NotFound:
+    return NotFound(f"Job {job_id} not found.", where={"path": "job_id"})
 
 
 _LIST = f"""
@@ -330,44 +334,54 @@ async def list_jobs(
     return jobs[:limit], next_cursor
 
 
-_CANCEL_QUEUED = f"""
-WITH c AS (
-    UPDATE jobs j SET status = 'cancelled', cancel_requested = true, waiting_reason = NULL,
-        finished_at = now(), updated_at = now()
-    WHERE j.id = %(job_id)s AND j.status = 'queued'
+# One statement: the key check, the snapshot's view of the job (to tell "not yours" from
+# "already finished" when nothing is updated), the transition and its event. A queued job
+# is cancelled now; a running one keeps running, flagged. If a worker changes the row
+# between snapshot and UPDATE, PostgreSQL re-reads it and re-evaluates the WHERE and the
+# CASEs on the new version, so a job that just started is flagged, not cancelled.
+_CANCEL = f"""
+WITH {_KEY},
+seen AS (
+    SELECT j.id AS seen_id, j.status AS seen_status
+    FROM k JOIN jobs j ON j.id = %(job_id)s AND {_VISIBLE}
+),
+c AS (
+    UPDATE jobs j SET
+        status = CASE WHEN j.status = 'queued' THEN 'cancelled' ELSE j.status END,
+        cancel_requested = true,
+        waiting_reason = CASE WHEN j.status = 'queued' THEN NULL ELSE j.waiting_reason END,
+        finished_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.finished_at END,
+        updated_at = now()
+    FROM seen
+    WHERE j.id = seen.seen_id AND j.status IN ('queued', 'running')
     RETURNING {_COLUMNS}
 ),
 ev AS (
     INSERT INTO job_events (job_id, type, attempt, data)
-    SELECT id, 'status', attempt, '{{"status": "cancelled"}}'::jsonb FROM c
+    SELECT id,
+        CASE WHEN status = 'cancelled' THEN 'status' ELSE 'cancel_requested' END,
+        attempt,
+        CASE WHEN status = 'cancelled' THEN '{{"status": "cancelled"}}'::jsonb
+            ELSE '{{}}'::jsonb END
+    FROM c
 )
-SELECT * FROM c
-"""
-_FLAG_RUNNING = f"""
-WITH c AS (
-    UPDATE jobs j SET cancel_requested = true, updated_at = now()
-    WHERE j.id = %(job_id)s AND j.status = 'running'
-    RETURNING {_COLUMNS}
-),
-ev AS (
-    INSERT INTO job_events (job_id, type, attempt, data)
-    SELECT id, 'cancel_requested', attempt, '{{}}'::jsonb FROM c
-)
-SELECT * FROM c
+SELECT k.*, seen.seen_status, c.* FROM k LEFT JOIN seen ON true LEFT JOIN c ON true
 """
 
 
 async def cancel_job(conn: AsyncConnection, *, key_hash: str, job_id: uuid.UUID) -> JobRecord:
     """A queued job is cancelled now; a running one is flagged and stops between units.
-    Each step is one atomic statement (the job's transition and its event together)."""
-    job = await get_job(conn, key_hash=key_hash, job_id=job_id)
-    if JobStatus(job.status) in TERMINAL:
-        raise InvalidTransition(f"Job {job_id} is already {job.status}.")
-    for statement in (_CANCEL_QUEUED, _FLAG_RUNNING):
-        cursor = await execute(conn, "UPDATE jobs", statement, {"job_id": job_id})
-        row = await cursor.fetchone()
-        if row is not None:
-            record = _record(row)
-            assert record is not None
-            return record
+    One statement: the key check, the transition and its event together."""
+    cursor = await execute(conn, "UPDATE jobs", _CANCEL, {"key_hash": key_hash, "job_id": job_id})
+    rows = await cursor.fetchall()
+    _key_id(rows)
+    row = rows[0]
+    record = _record(row)
+    if record is not None:
+        return record
+    seen_status: str | None = row["seen_status"]
+    if seen_status is None:
+        raise _job_not_found(job_id)
+    if JobStatus(seen_status) in TERMINAL:
+        raise InvalidTransition(f"Job {job_id} is already {seen_status}.")
     raise InvalidTransition(f"Job {job_id} finished before it could be cancelled.")

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from core.errors import LeaseLost
 from core.lifecycle.leases import Lease
 from core.lifecycle.states import TERMINAL, JobStatus
+from core.models import Job
 
 # synchronous_commit is switched off for the claim's own transaction only (set_config(...,
 # true) lasts until its end): if PostgreSQL crashes before the WAL reaches disk the claim is
@@ -46,9 +47,9 @@ _CLAIM = sa.text(
           AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
           AND NOT cancel_requested
           AND attempt < max_attempts
-          -- while a queue is paused, every claim takes the complete path (it refuses jobs
-          -- of the paused queue: core.queues.control); a table of a few rows
-          AND NOT EXISTS (SELECT 1 FROM queues WHERE paused)
+          -- a claim from a paused queue takes the complete path, which refuses it
+          -- (core.queues.control); other queues' claims are not slowed by the pause
+          AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused)
         RETURNING id, kind, params, attempt, checkpoint, unit_seq, time_limit_seconds, result,
             request_id, trace_id
     ),
@@ -66,6 +67,8 @@ _CLAIM = sa.text(
 
 @dataclass(frozen=True)
 class Claimed:
+    """A claimed job: its lease and what the runner needs to run it."""
+
     lease: Lease
     kind: str
     params: dict[str, Any]
@@ -76,21 +79,44 @@ class Claimed:
     request_id: str | None
     trace_id: str | None
 
+    @classmethod
+    def of(cls, job: Job, lease: Lease) -> Claimed:
+        """What the complete claim (``leases.claim_job``) took, in the same shape."""
+        return cls(
+            lease=lease,
+            kind=job.kind,
+            params=dict(job.params),
+            checkpoint=job.checkpoint,
+            unit_seq=job.unit_seq,
+            time_limit_seconds=job.time_limit_seconds,
+            result=job.result,
+            request_id=job.request_id,
+            trace_id=job.trace_id,
+        )
+
 
 def claim(
     connection: sa.Connection,
     *,
     job_id: uuid.UUID,
+    queue: str,
     owner: str,
     lease_seconds: float,
     grace: float,
 ) -> Claimed | None:
     """Queued (or running with an expired lease) -> running for ``owner``; None when this
-    statement does not apply (then ``leases.claim_job`` decides)."""
+    statement does not apply (then ``leases.claim_job`` decides). ``queue`` is the job's
+    (its kind's route), which the task delivering it knows."""
     row = (
         connection.execute(
             _CLAIM,
-            {"job_id": job_id, "owner": owner, "lease_seconds": lease_seconds, "grace": grace},
+            {
+                "job_id": job_id,
+                "queue": queue,
+                "owner": owner,
+                "lease_seconds": lease_seconds,
+                "grace": grace,
+            },
         )
         .mappings()
         .first()

@@ -55,6 +55,7 @@ def claim_job(
     session: Session,
     *,
     job_id: uuid.UUID,
+    queue: str,
     owner: str,
     lease_seconds: float,
     grace: float,
@@ -66,12 +67,12 @@ def claim_job(
     counted here, so a crash still uses up an attempt. The attempt's hard deadline is its
     time limit plus ``grace`` from now. A retry by the same owner (its first claim's COMMIT
     failed, but may have happened) gets its own lease back. A kind with an ``admission`` may
-    refuse first, and so does a paused queue (core.queues.control): the job then stays queued
-    with its waiting_reason (core.lifecycle.admission).
+    refuse first, and so does a paused ``queue`` (the job's: core.queues.control): the job
+    then stays queued with its waiting_reason (core.lifecycle.admission).
     """
     # A paused queue first: its jobs wait whatever their kind's own admission says. A retry
     # by the owner of the lease (its claim's COMMIT failed but happened) is never refused.
-    refusal = queue_control.claim_refusal(session, job_id)
+    refusal = queue_control.claim_refusal(session, queue)
     if refusal is None and admission is not None:
         refusal = admission.refuse(session, job_id)
     if refusal is not None and not _owned_by(session, job_id, owner):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.broker.task_names import JOB_ROUTES, QUEUES, route_for
 from core.errors import NotFound
-from core.lifecycle.admission import Refusal
+from core.lifecycle import admission
 from core.lifecycle.clock import now
 from core.lifecycle.states import JobStatus
 from core.models import Job, Queue
@@ -53,20 +53,13 @@ def paused_reason(kind: str) -> sa.ScalarSelect[str]:
     )
 
 
-def paused_queues(session: Session) -> set[str]:
-    return set(session.scalars(sa.select(Queue.name).where(Queue.paused)))
-
-
-def claim_refusal(session: Session, job_id: uuid.UUID) -> Refusal | None:
-    """In the claim's transaction: refuse a job whose queue is paused. One query on a
-    table of a few rows while nothing is paused."""
-    paused = paused_queues(session)
+def claim_refusal(session: Session, queue: str) -> admission.Refusal | None:
+    """In the claim's transaction: refuse a job of ``queue`` (the job's, which the claiming
+    task knows from its route) while it is paused."""
+    paused = session.scalar(sa.select(Queue.paused).where(Queue.name == queue))
     if not paused:
         return None
-    kind = session.scalar(sa.select(Job.kind).where(Job.id == job_id))
-    if kind is None or route_for(kind).queue not in paused:
-        return None
-    return Refusal(QUEUE_PAUSED, {"queue": route_for(kind).queue})
+    return admission.Refusal(QUEUE_PAUSED, {"queue": queue})
 
 
 def pause(session: Session, *, name: str, principal_id: uuid.UUID | None) -> int:
@@ -103,14 +96,4 @@ def resume(session: Session, *, name: str) -> int:
         .where(Queue.name == name)
         .values(paused=False, paused_at=None, paused_by=None)
     )
-    result = session.execute(
-        sa.update(Job)
-        .execution_options(synchronize_session=False)
-        .where(
-            Job.kind.in_(kinds_of(name)),
-            Job.status == JobStatus.queued.value,
-            Job.waiting_reason == QUEUE_PAUSED,
-        )
-        .values(waiting_reason=None, dispatched_at=None)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return admission.wake(session, reasons=[QUEUE_PAUSED], kinds=kinds_of(name))

@@ -10,11 +10,13 @@ import uuid
 import sqlalchemy as sa
 
 from core import db
+from core.broker.task_names import DEPLOYMENTS_QUEUE
 from core.deployments import limits
 from core.deployments.limits import DeploymentAdmission
 from core.lifecycle import admission, commands, leases
 from core.lifecycle.states import JobStatus
 from core.models import Job, JobEvent
+from core.queues import control as queue_control
 
 
 def deployment(sessions: db.Sessions, *targets: str) -> uuid.UUID:
@@ -36,6 +38,7 @@ def claim(sessions: db.Sessions, job_id: uuid.UUID, cap: int) -> leases.Lease | 
         return leases.claim_job(
             session,
             job_id=job_id,
+            queue=DEPLOYMENTS_QUEUE,
             owner=f"w-{uuid.uuid4().hex[:6]}",
             lease_seconds=30,
             grace=5,
@@ -138,3 +141,28 @@ def test_concurrent_claims_never_exceed_the_cap(sessions):
     assert len(won) == 2
     held = [row(sessions, job_id).waiting_reason for job_id in jobs if job_id not in won]
     assert held == ["concurrency_limit"] * 4
+
+
+def test_a_release_and_a_resume_each_wake_only_their_own_waiters(sessions):
+    """A paused queue's jobs stay held when a deployment finishes (the limits' wake), and
+    the resume leaves jobs held by a limit alone."""
+    limited, paused = deployment(sessions, "a:22"), deployment(sessions, "b:22")
+    with db.transaction(sessions) as session:
+        admission.hold(session, job_id=limited, refusal=admission.Refusal("concurrency_limit"))
+        queue_control.pause(session, name=DEPLOYMENTS_QUEUE, principal_id=None)
+        admission.hold(session, job_id=paused, refusal=admission.Refusal("queue_paused"))
+
+    with db.transaction(sessions) as session:
+        DeploymentAdmission(max_running=1).released(session, uuid.uuid4())
+    assert (row(sessions, limited).waiting_reason, row(sessions, paused).waiting_reason) == (
+        None,
+        "queue_paused",
+    )
+
+    with db.transaction(sessions) as session:
+        admission.hold(session, job_id=limited, refusal=admission.Refusal("concurrency_limit"))
+        assert queue_control.resume(session, name=DEPLOYMENTS_QUEUE) == 1
+    assert (row(sessions, limited).waiting_reason, row(sessions, paused).waiting_reason) == (
+        "concurrency_limit",
+        None,
+    )

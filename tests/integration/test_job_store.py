@@ -13,6 +13,7 @@ import pytest
 
 from core import api_keys, db
 from core.api_keys import Role
+from core.broker.task_names import DEFAULT_QUEUE
 from core.errors import IdempotencyConflict, LeaseLost
 from core.lifecycle import commands, leases, outbox, reaper
 from core.lifecycle.states import JobStatus
@@ -66,7 +67,12 @@ def claim(
 ) -> leases.Lease | None:
     with db.transaction(sessions) as session:
         return leases.claim_job(
-            session, job_id=job_id, owner=owner, lease_seconds=lease_seconds, grace=grace
+            session,
+            job_id=job_id,
+            queue=DEFAULT_QUEUE,  # new_job's jobs are sleeps
+            owner=owner,
+            lease_seconds=lease_seconds,
+            grace=grace,
         )
 
 

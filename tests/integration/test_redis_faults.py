@@ -28,6 +28,7 @@ from core.broker.publisher import JobMessage, JobPublisher
 from core.broker.queue_depth import queue_depths
 from core.broker.redis_client import make_redis
 from core.broker.relay import relay_pass, relay_undispatched
+from core.broker.task_names import DEFAULT_QUEUE
 from core.lifecycle import commands, leases, queries
 from core.lifecycle.states import JobStatus
 from core.models import Job
@@ -192,7 +193,14 @@ def test_a_redis_that_lost_its_data_gets_the_published_jobs_back(
         assert first == {"published": 2, "pending": 0, "requeued_after_broker_reset": 0}
         assert broker.exists(EPOCH_KEY)
         with db.transaction(sessions) as session:
-            assert leases.claim_job(session, job_id=running, owner="w", lease_seconds=30, grace=30)
+            assert leases.claim_job(
+                session,
+                job_id=running,
+                queue=DEFAULT_QUEUE,
+                owner="w",
+                lease_seconds=30,
+                grace=30,
+            )
         assert relay_pass(sessions, publisher, client)["requeued_after_broker_reset"] == 0
 
         private_redis.stop()  # no persistence: both messages and the marker are gone

@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from api.error_handlers import http_status_for
+from api.error_handlers import http_status_for, validation_problem
 from api.middleware import accepted_request_id
 from api.schemas.jobs import JobKind, JobSubmission, _percent
 from core import errors
@@ -25,6 +25,30 @@ def test_params_errors_are_located_under_body_params() -> None:
     with pytest.raises(RequestValidationError) as raised:
         submission.validated_params()
     assert raised.value.errors()[0]["loc"] == ("body", "params", "seconds")
+
+
+def test_validation_problem_locates_fields_in_the_request_or_the_batch() -> None:
+    errors = [
+        {"loc": ("body", "params", "body"), "msg": "bad", "type": "int_parsing"},
+        {"loc": ("kind",), "msg": "missing", "type": "missing"},
+    ]
+
+    request = validation_problem(errors)
+    entry = validation_problem(errors, under=("jobs", 3))
+
+    assert (request.message, request.where) == (
+        "body.params.body: bad",
+        {"field": "body.params.body"},
+    )
+    # Only the request-level "body" is replaced: a parameter named "body" stays.
+    assert [e.field for e in entry.errors] == ["jobs.3.params.body", "jobs.3.kind"]
+    assert (entry.message, entry.where) == (
+        "jobs.3.params.body: bad",
+        {"field": "jobs.3.params.body"},
+    )
+    assert [e.type for e in entry.errors] == ["int_parsing", "missing"]
+    assert validation_problem([]).message == "Invalid request."
+    assert validation_problem([]).where is None
 
 
 @pytest.mark.parametrize(
