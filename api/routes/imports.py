@@ -200,7 +200,7 @@ async def submit_import(
             await run_in_threadpool(storage.discard, settings.storage_dir, form.upload)
         raise
     if message is not None:
-        # On the dispatcher threads, like POST /v1/jobs: a hung broker must not hold clients.
+        # Through the dispatcher, like POST /v1/jobs: a hung broker must not hold clients.
         dispatcher.dispatch(message)
     else:
         response.status_code = 200

@@ -6,8 +6,9 @@ connection, hand-written SQL with the API key checked inside the same statement
 
 Every write commits *before* anything is published: the job row is the outbox, so a crash
 or a dead Redis between commit and publish loses nothing (the relay publishes it later).
-The publish itself is queued to the API's dispatcher thread (api/dispatcher.py), which
-pipelines waiting jobs to Redis: a slow or hung Redis never adds to a submit's latency.
+The publish itself is queued to the API's dispatcher (api/dispatcher.py), a task on the
+event loop that pipelines waiting jobs to Redis: a slow or hung Redis never adds to a
+submit's latency.
 """
 
 from __future__ import annotations

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import httpx
 import pytest
 import redis
 import sqlalchemy as sa
@@ -16,54 +12,24 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core import db
-from core.api_keys import Role
 from core.models import Job
 from core.settings import Settings
-from tests import services
-
-PROBLEM = "application/problem+json"
-JOB_FIELDS = {
-    "id",
-    "kind",
-    "status",
-    "progress",
-    "attempt",
-    "cancel_requested",
-    "waiting_reason",
-    "time_limit_seconds",
-    "trace_id",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "error",
-    "result",
-    "params",
-    "schedule_id",
-    "fire_time",
-}
-SLEEP = {"kind": "sleep", "params": {"seconds": 1, "steps": 2}}
-
-
-@dataclass(frozen=True)
-class Keys:
-    admin: dict[str, str]
-    operator: dict[str, str]
-    alice: dict[str, str]
-    bob: dict[str, str]
-
-
-def bearer(plain: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {plain}"}
+from tests.integration.api_support import (
+    JOB_FIELDS,
+    SLEEP,
+    Keys,
+    assert_problem,
+    bearer,
+    job_row,
+    make_keys,
+    submit,
+    wait_dispatched,
+)
 
 
 @pytest.fixture
 def keys(sessions: db.Sessions, settings: Settings) -> Keys:
-    return Keys(
-        admin=bearer(services.new_api_key(sessions, settings, Role.admin, "admin")),
-        operator=bearer(services.new_api_key(sessions, settings, Role.operator, "ops")),
-        alice=bearer(services.new_api_key(sessions, settings, Role.submitter, "alice")),
-        bob=bearer(services.new_api_key(sessions, settings, Role.submitter, "bob")),
-    )
+    return make_keys(sessions, settings)
 
 
 @pytest.fixture
@@ -72,41 +38,7 @@ def client(settings: Settings, sessions: db.Sessions) -> Iterator[TestClient]:
         yield test_client
 
 
-def job_row(sessions: db.Sessions, job_id: str) -> Job:
-    with db.transaction(sessions) as session:
-        job = session.get(Job, uuid.UUID(job_id))
-        assert job is not None
-        return job
-
-
-def submit(client: TestClient, headers: dict[str, str], body: object = None) -> str:
-    response = client.post("/v1/jobs", json=body or SLEEP, headers=headers)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["message"] == body["detail"]
-    assert body["type"].endswith(code)
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    assert "where" in body
-    return dict(body)
-
-
 # --- authentication and roles ---------------------------------------------------------------
-
-
-def wait_dispatched(sessions: db.Sessions, job_id: str) -> None:
-    services.wait_until(
-        lambda: job_row(sessions, job_id).dispatched_at is not None,
-        timeout=5,
-        message=f"job {job_id} dispatched",
-    )
 
 
 def test_missing_key_is_401_problem(client: TestClient) -> None:
@@ -225,7 +157,7 @@ def test_submit_returns_202_location_and_job(
     assert fetched.status_code == 200
     assert fetched.json() == job
 
-    # Committed, then published at once (on the dispatcher's threads, just after the answer):
+    # Committed, then published at once (by the dispatcher, just after the answer):
     # the row gets marked and the message is on the queue.
     wait_dispatched(sessions, job["id"])
     row = job_row(sessions, job["id"])
@@ -396,103 +328,6 @@ def test_list_rejects_bad_query(
     )
     if field is not None:
         assert problem["where"] == {"field": field}
-
-
-def test_cancel_then_retry(client: TestClient, keys: Keys, sessions: db.Sessions) -> None:
-    job_id = submit(client, keys.alice)
-    cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=keys.alice)
-    assert cancelled.status_code == 202
-    assert cancelled.json()["status"] == "cancelled"
-    assert cancelled.json()["finished_at"] is not None
-
-    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=keys.alice)
-    assert_problem(again, 409, "invalid_transition")
-
-    retried = client.post(f"/v1/jobs/{job_id}/retry", headers=keys.alice)
-    assert retried.status_code == 202, retried.text
-    body = retried.json()
-    assert body["status"] == "queued"
-    assert body["cancel_requested"] is False
-    assert body["finished_at"] is None
-    wait_dispatched(sessions, job_id)  # published again
-
-    assert_problem(
-        client.post(f"/v1/jobs/{job_id}/retry", headers=keys.alice), 409, "invalid_transition"
-    )
-
-
-def test_cancel_flags_a_running_job(client: TestClient, keys: Keys, sessions: db.Sessions) -> None:
-    job_id = submit(client, keys.alice)
-    with db.transaction(sessions) as session:  # as if a worker had claimed it
-        job = session.get(Job, uuid.UUID(job_id))
-        assert job is not None
-        job.status = "running"
-
-    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=keys.alice)
-
-    assert response.status_code == 202, response.text
-    body = response.json()
-    assert (body["status"], body["cancel_requested"], body["finished_at"]) == (
-        "running",
-        True,
-        None,
-    )
-    events = client.get(f"/v1/jobs/{job_id}/events", headers=keys.alice).json()["items"]
-    assert [(e["type"], e["data"]) for e in events] == [
-        ("status", {"status": "queued"}),
-        ("cancel_requested", {}),
-    ]
-
-
-def test_cancel_racing_a_claim_flags_the_job(
-    client: TestClient, keys: Keys, sessions: db.Sessions
-) -> None:
-    """The cancel's UPDATE waits for the claim's row lock, then re-reads the row: the job
-    that started meanwhile is flagged, not cancelled under its worker."""
-    job_id = submit(client, keys.alice)
-    answers: list[httpx.Response] = []
-    with db.transaction(sessions) as session:  # a worker's claim, not committed yet
-        job = session.get(Job, uuid.UUID(job_id))
-        assert job is not None
-        job.status = "running"
-        session.flush()
-        cancel = threading.Thread(
-            target=lambda: answers.append(
-                client.post(f"/v1/jobs/{job_id}/cancel", headers=keys.alice)
-            )
-        )
-        cancel.start()
-        cancel.join(timeout=1)
-        assert cancel.is_alive()  # blocked on the claim's row lock
-    cancel.join(timeout=10)
-
-    assert answers[0].status_code == 202, answers[0].text
-    assert (answers[0].json()["status"], answers[0].json()["cancel_requested"]) == (
-        "running",
-        True,
-    )
-    assert job_row(sessions, job_id).status == "running"
-
-
-def test_cancel_refuses_unknown_jobs_and_revoked_keys(
-    client: TestClient, keys: Keys, sessions: db.Sessions, settings: Settings
-) -> None:
-    assert_problem(
-        client.post(f"/v1/jobs/{uuid.uuid4()}/cancel", headers=keys.operator), 404, "not_found"
-    )
-    job_id = submit(client, keys.alice)
-    revoke = f"/v1/api-keys/{api_key_id(client, keys, 'alice')}?cancel_jobs=false"
-    assert client.delete(revoke, headers=keys.admin).status_code == 204
-
-    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=keys.alice)
-
-    assert_problem(response, 401, "unauthenticated")
-    assert job_row(sessions, job_id).status == "queued"
-
-
-def api_key_id(client: TestClient, keys: Keys, name: str) -> str:
-    listed = client.get("/v1/api-keys", headers=keys.admin).json()["items"]
-    return str(next(item["id"] for item in listed if item["name"] == name))
 
 
 def test_events_follow_the_job(client: TestClient, keys: Keys) -> None:

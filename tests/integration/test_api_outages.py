@@ -75,7 +75,7 @@ def test_redis_down_degrades_but_accepts_jobs(
     assert response.status_code == 202, response.text
     assert time.monotonic() - started < 2
     job_id = response.json()["id"]
-    # The publish was tried (on the dispatcher's threads) and failed: the job waits.
+    # The publish was tried (by the dispatcher) and failed: the job waits.
     dispatcher: Dispatcher = cast(FastAPI, client.app).state.dispatcher
     services.wait_until(lambda: dispatcher.idle, timeout=5, message="publish tried")
     assert dispatched_at(sessions, job_id) is None

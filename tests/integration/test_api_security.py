@@ -20,7 +20,7 @@ from core.lifecycle.states import JobStatus
 from core.models import ApiKey, Job
 from core.settings import Settings
 from tests import services
-from tests.integration.test_api import SLEEP, assert_problem, bearer, job_row, submit
+from tests.integration.api_support import SLEEP, assert_problem, bearer, job_row, submit
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from core.schedules import inbox
 from core.schedules.tick import tick
 from core.settings import Settings
 from tests import services
-from tests.integration.test_api import assert_problem, bearer
+from tests.integration.api_support import assert_problem, bearer
 from tests.product_csv import write_products_csv
 
 
