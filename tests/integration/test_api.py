@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -21,22 +20,9 @@ from tests.integration.api_support import (
     assert_problem,
     bearer,
     job_row,
-    make_keys,
     submit,
     wait_dispatched,
 )
-
-
-@pytest.fixture
-def keys(sessions: db.Sessions, settings: Settings) -> Keys:
-    return make_keys(sessions, settings)
-
-
-@pytest.fixture
-def client(settings: Settings, sessions: db.Sessions) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 # --- authentication and roles ---------------------------------------------------------------
 

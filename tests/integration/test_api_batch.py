@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,12 +27,6 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 def headers(sessions: db.Sessions, settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {services.new_api_key(sessions, settings)}"}
-
-
-@pytest.fixture
-def client(settings: Settings, sessions: db.Sessions) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def jobs_in_db(sessions: db.Sessions) -> list[Job]:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from core import db
 from core.models import Job
 from core.settings import Settings
@@ -20,21 +17,9 @@ from tests.integration.api_support import (
     api_key_id,
     assert_problem,
     job_row,
-    make_keys,
     submit,
     wait_dispatched,
 )
-
-
-@pytest.fixture
-def keys(sessions: db.Sessions, settings: Settings) -> Keys:
-    return make_keys(sessions, settings)
-
-
-@pytest.fixture
-def client(settings: Settings, sessions: db.Sessions) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def test_cancel_then_retry(client: TestClient, keys: Keys, sessions: db.Sessions) -> None:

@@ -4,14 +4,11 @@ at rest and never returned, rotation, roles, 422s, and what a deployment job sto
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from fastapi.testclient import TestClient
 
-from api.app import create_app
 from core import db
 from core.api_keys import Role
 from core.errors import SecretNotFound
@@ -21,12 +18,6 @@ from core.settings import Settings
 from tests import services
 
 VALUE = "tok-" + uuid.uuid4().hex
-
-
-@pytest.fixture
-def client(settings: Settings, sessions: db.Sessions) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def headers(sessions: db.Sessions, settings: Settings, role: Role) -> dict[str, str]:
