@@ -134,7 +134,7 @@ def _apply_update(
         template = body.job or _stored_template(current.job)
         changes["job"] = normalise(template, settings=settings, importers=importers, owner=owner)
         changes["owner_id"] = owner.id
-    schedule = store.update(session, schedule_id, timing=timing, changes=changes)
+    schedule = store.update(session, current, timing=timing, changes=changes)
     return ScheduleOut.from_schedule(schedule)
 
 

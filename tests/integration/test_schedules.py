@@ -390,5 +390,12 @@ def test_schedule_names_are_unique(client: TestClient, operator: dict[str, str])
         headers=operator,
     )
     assert assert_problem(again, 409, "schedule_name_taken")["where"] == {"field": "name"}
-    renamed = client.patch(f"/v1/schedules/{other}", json={"name": "one"}, headers=operator)
-    assert_problem(renamed, 409, "schedule_name_taken")
+    # The unique index refuses the rename; nothing of the request is applied.
+    renamed = client.patch(
+        f"/v1/schedules/{other}", json={"name": "one", "interval_seconds": 7}, headers=operator
+    )
+    problem = assert_problem(renamed, 409, "schedule_name_taken")
+    assert problem["where"] == {"field": "name"}
+    assert "'one'" in problem["message"]
+    unchanged = client.get(f"/v1/schedules/{other}", headers=operator).json()
+    assert (unchanged["name"], unchanged["interval_seconds"]) == ("two", 60)
