@@ -204,6 +204,27 @@ def test_catch_up_policies_after_the_tickers_were_stopped(
     assert [firings(client, operator, sid)[0]["status"] for sid in ids.values()] == ["created"] * 3
 
 
+def test_firings_are_paged_newest_first_by_cursor(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    sid = create(client, operator, catch_up="all", overlap="allow")["id"]
+    tick(sessions, settings, now=anchor(sessions, sid) + timedelta(seconds=5 * 60 + 1))
+    everything = [f["fire_time"] for f in firings(client, operator, sid)]
+    assert len(everything) == 5
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get(f"/v1/schedules/{sid}/firings", params=params, headers=operator).json()
+        seen += [f["fire_time"] for f in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == everything
+    bad = client.get(f"/v1/schedules/{sid}/firings?cursor=zz", headers=operator)
+    assert assert_problem(bad, 422, "invalid_request")["where"] == {"query": "cursor"}
+
+
 def test_overlap_skip_waits_for_the_previous_job(
     client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
 ) -> None:
