@@ -90,14 +90,17 @@ def create_schedule(
     return out
 
 
-@router.get("", summary="List schedules")
+@router.get("", summary="List schedules (or find one by name)")
 def list_schedules(
     sessions: Sessions,
     _: OperatorPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    name: Annotated[
+        str | None, Query(max_length=100, description="Only the schedule with this name.")
+    ] = None,
 ) -> ScheduleList:
     with db.transaction(sessions) as session:
-        schedules = store.list_all(session, limit=limit)
+        schedules = store.list_all(session, limit=limit, name=name)
         return ScheduleList(items=[ScheduleOut.from_schedule(s) for s in schedules])
 
 

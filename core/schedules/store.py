@@ -116,8 +116,12 @@ def get(session: Session, schedule_id: uuid.UUID, *, lock: bool = False) -> Sche
     return schedule
 
 
-def list_all(session: Session, *, limit: int) -> list[Schedule]:
-    return list(session.scalars(sa.select(Schedule).order_by(Schedule.name).limit(limit)))
+def list_all(session: Session, *, limit: int, name: str | None = None) -> list[Schedule]:
+    """By name; ``name`` finds the one schedule so named (through its unique index)."""
+    query = sa.select(Schedule).order_by(Schedule.name).limit(limit)
+    if name is not None:
+        query = query.where(Schedule.name == name)
+    return list(session.scalars(query))
 
 
 def _restart(schedule: Schedule, now: datetime) -> None:

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from cli import schedules as cli_schedules
+from cli.api_access import Api, ApiRefused
 from core import db
 from core.api_keys import Role
 from core.lifecycle import commands
@@ -400,6 +402,36 @@ def test_a_short_schedule_picked_up_a_tick_late_is_not_missed(
     tick(sessions, settings, now=t0 + timedelta(seconds=9.5))
     statuses = [f["status"] for f in firings(client, operator, sid)]  # newest first
     assert statuses == ["created", *["skipped_catch_up"] * 7, "created"]
+
+
+class InProcessApi(Api):
+    """The command line's API client, talking to the in-process app; records its calls."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str]) -> None:
+        self.url = str(client.base_url)
+        self.client = client
+        self.headers = headers
+        self.paths: list[str] = []
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.paths.append(path)
+        self.client.headers.update(self.headers)
+        return super().call(method, path, body)
+
+
+def test_a_schedule_is_found_by_name(client: TestClient, operator: dict[str, str]) -> None:
+    ids = {name: create(client, operator, name=name)["id"] for name in ("alpha", "a.b", "beta")}
+    found = client.get("/v1/schedules", params={"name": "a.b"}, headers=operator).json()
+    assert [s["id"] for s in found["items"]] == [ids["a.b"]]
+    assert client.get("/v1/schedules?name=gamma", headers=operator).json()["items"] == []
+    # `conveyor schedules … NAME` asks for that name, not for a page of every schedule.
+    api = InProcessApi(client, operator)
+    assert cli_schedules.resolve(api, "beta") == ids["beta"]
+    assert api.paths == ["/v1/schedules?name=beta"]
+    assert cli_schedules.resolve(api, ids["alpha"]) == ids["alpha"]  # an id needs no call
+    assert len(api.paths) == 1
+    with pytest.raises(ApiRefused, match="not_found: no schedule named 'gamma'"):
+        cli_schedules.resolve(api, "gamma")
 
 
 def test_schedule_names_are_unique(client: TestClient, operator: dict[str, str]) -> None:
