@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.api_keys import Principal
 from core.deployments.spec import KIND as DEPLOYMENT_KIND
 from core.deployments.spec import DeploymentSpec
 from core.diagnostics import PARAMS_MODELS
 from core.errors import BadRequest, InvalidRequest
-from core.imports.options import ImportParams, StoredFile, parse_error_threshold
+from core.imports.options import ImportOptions, ImportParams, StoredFile
 from core.imports.registry import ImporterNotFound, ImporterRegistry
 from core.imports.uploads import IMPORT_KIND
 from core.lifecycle import commands
@@ -56,20 +56,6 @@ class JobTemplate(BaseModel):
     options: dict[str, Any] | None = Field(
         default=None, description="import: mode, error_threshold, delimiter, encoding."
     )
-
-
-class ImportOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["upsert", "insert"] | None = None
-    error_threshold: int | float | str | None = None
-    delimiter: str | None = None
-    encoding: str | None = None
-
-    @field_validator("error_threshold")
-    @classmethod
-    def _threshold(cls, value: int | float | str | None) -> int | float | None:
-        return None if value is None else parse_error_threshold(str(value))
 
 
 def _invalid(error: ValidationError, prefix: str) -> InvalidRequest:
@@ -136,20 +122,14 @@ def _normalise_import(
         importer = importers.get_for(template.importer, owner)
     except ImporterNotFound as error:
         raise ImporterNotFound(error.message, where={"field": "job.importer"}) from None
-    mode = options.mode or importer.mode
-    if mode == "upsert" and not importer.key:
-        raise InvalidRequest(
-            f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
-            where={"field": "job.options.mode"},
-        )
-    resolved = options.model_copy(update={"mode": mode}).model_dump(exclude_none=True)
+    resolved = options.for_importer(importer, field="job.options.mode")
     # Check delimiter and encoding now, with the same model the worker reads, so a firing
     # never creates a job that cannot run.
     try:
-        ImportParams(
+        resolved.params(
             importer=importer.name,
             upload=StoredFile(path="-", sha256="-", size=0),
-            **resolved,
+            reveal_table=importer.may_read_table(owner),
         )
     except ValidationError as error:
         raise _invalid(error, "job.options") from error
@@ -157,7 +137,7 @@ def _normalise_import(
         "kind": IMPORT_KIND,
         "importer": importer.name,
         "inbox_pattern": pattern,
-        "options": resolved,
+        "options": resolved.model_dump(exclude_none=True),
         "reveal_table": importer.may_read_table(owner),
     }
 

@@ -166,6 +166,37 @@ def test_inbox_patterns_outside_the_inbox_are_refused(
     assert problem["where"] == {"field": "job.inbox_pattern"}
 
 
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"delimiter": "ab"}, "job.options.delimiter"),
+        ({"encoding": "utf-16"}, "job.options.encoding"),
+        ({"error_threshold": "lots"}, "job.options.error_threshold"),
+        ({"mode": "merge"}, "job.options.mode"),
+        ({"colour": "red"}, "job.options.colour"),
+    ],
+)
+def test_import_options_are_checked_as_the_import_form_checks_them(
+    client: TestClient, operator: dict[str, str], options: dict[str, Any], field: str
+) -> None:
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "p-*.csv", "options": options}
+    response = client.post(
+        "/v1/schedules", json={"name": "imp", "interval_seconds": 60, "job": job}, headers=operator
+    )
+    problem = assert_problem(response, 422, "invalid_request")
+    assert problem["where"] == {"field": field}
+    assert problem["message"].startswith(f"{field}: ")
+
+
+def test_import_options_are_stored_as_given_with_the_mode_resolved(
+    client: TestClient, operator: dict[str, str]
+) -> None:
+    options = {"delimiter": "\t", "encoding": " ", "error_threshold": "5%"}
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "p-*.csv", "options": options}
+    stored = create(client, operator, job=job)["job"]
+    assert stored["options"] == {"mode": "upsert", "delimiter": "\t", "error_threshold": 0.05}
+
+
 def test_catch_up_policies_after_the_tickers_were_stopped(
     client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
 ) -> None:
