@@ -3,8 +3,16 @@ created or changed, through the same models the job kinds' own endpoints use (di
 params, DeploymentSpec, ImportParams), and turned into a job at each firing.
 
 Stored form (``schedules.job``): ``{"kind": "noop"|"sleep"|"deployment", "params": {...}}``
-with params made explicit (defaults and limits filled in), or for an inbox import
-``{"kind": "import", "importer", "inbox_pattern", "options": {...}, "reveal_table"}``.
+with params as validated (defaults of the params themselves filled in), or for an inbox
+import ``{"kind": "import", "importer", "inbox_pattern", "options": {...}, "reveal_table"}``.
+
+Operator limits are applied again at every firing, with the settings of that moment: a
+limit the template leaves out gets the operator's current default (a deployment's
+``limits`` and ``retry``, a job's ``timeout_seconds``), and one it asks for above the
+current maximum makes the firing fail with that reason, recorded on the firing, as the
+same request to POST /v1/deployments or /v1/jobs would be refused. Clamping it instead
+would run a deployment with less time or memory than its author asked for, so it could
+stop half-way through a playbook: a refused firing is visible and changes nothing.
 """
 
 from __future__ import annotations
@@ -82,9 +90,15 @@ def normalise(
     _refuse_import_fields(template)
     if template.kind == DEPLOYMENT_KIND:
         try:
-            spec = DeploymentSpec.model_validate(template.params).with_defaults(settings)
+            spec = DeploymentSpec.model_validate(template.params)
         except ValidationError as error:
             raise _invalid(error, "job.params") from error
+        try:
+            spec.with_defaults(settings)  # within today's maxima; applied again at each firing
+        except InvalidRequest as error:
+            field = f"job.params.{(error.where or {}).get('field')}"
+            raise InvalidRequest(error.message, where={"field": field}) from None
+        # Stored as asked: limits left out take the operator's default of each firing.
         return {"kind": DEPLOYMENT_KIND, "params": spec.model_dump(mode="json")}
     try:
         params = PARAMS_MODELS[template.kind].model_validate(template.params).model_dump()
@@ -170,9 +184,13 @@ def job_spec(job: dict[str, Any], settings: Settings, upload: StoredFile | None)
         )
     params = dict(job["params"])
     if kind == DEPLOYMENT_KIND:
-        spec = DeploymentSpec.model_validate(params)
+        # Today's defaults and maxima (see the module docstring); InvalidRequest past one.
+        spec = DeploymentSpec.model_validate(params).with_defaults(settings)
         return JobSpec(
-            kind, params, float(spec.limits.timeout_seconds or 0), lock_keys=spec.lock_keys
+            kind,
+            spec.model_dump(mode="json"),
+            float(spec.limits.timeout_seconds or 0),
+            lock_keys=spec.lock_keys,
         )
     limit = commands.time_limit(settings, kind, params.get("timeout_seconds"), field="params")
     return JobSpec(kind, params, limit)

@@ -386,6 +386,50 @@ def test_a_firing_that_cannot_make_its_job_is_recorded_and_blocks_nothing(
     assert [f["status"] for f in firings(client, operator, healthy)] == ["created", "created"]
 
 
+def deployment(**limits: int) -> dict[str, Any]:
+    params = {
+        "source": {"project": "demo"},
+        "playbook": "site.yml",
+        "targets": [{"name": "web", "host": "10.0.0.5"}],
+    }
+    return {"kind": "deployment", "params": {**params, "limits": limits}}
+
+
+def test_scheduled_deployments_get_the_operators_current_limits(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    asked = create(client, operator, job=deployment(memory_mb=3000), overlap="allow")
+    defaulted = create(client, operator, job=deployment(), overlap="allow")
+    # Stored as asked: what it left out is not frozen at the defaults of creation time.
+    assert asked["job"]["params"]["limits"]["memory_mb"] == 3000
+    assert defaulted["job"]["params"]["limits"]["memory_mb"] is None
+    start = max(anchor(sessions, asked["id"]), anchor(sessions, defaulted["id"]))
+    tick(sessions, settings, now=start + timedelta(seconds=61))
+    (first,) = jobs_of(sessions, asked["id"])
+    assert first.params["limits"]["memory_mb"] == 3000
+
+    # The operator lowers the maxima (and with them the defaults) after the schedules exist.
+    lowered = settings.model_copy(
+        update={
+            "deploy_max_memory_mb": 2048,
+            "deploy_memory_mb": 512,
+            "time_limits": {**settings.time_limits, "deployment": 900.0},
+        }
+    )
+    tick(sessions, lowered, now=start + timedelta(seconds=121))
+    refused = firings(client, operator, asked["id"])[0]
+    assert refused["status"] == "failed"
+    assert refused["detail"] == {
+        "code": "invalid_request",
+        "message": "limits.memory_mb may be at most 2048 (operator limit).",
+    }
+    assert len(jobs_of(sessions, asked["id"])) == 1
+    latest = jobs_of(sessions, defaulted["id"])[-1]
+    assert latest.params["limits"]["memory_mb"] == 512
+    assert latest.params["limits"]["timeout_seconds"] == 900
+    assert latest.time_limit_seconds == 900
+
+
 def test_inbox_files_of_a_failed_firing_are_imported_by_the_next(
     client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
 ) -> None:
