@@ -9,6 +9,7 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from cli.api_access import Api, ApiRefused, add_api_options, run
@@ -115,13 +116,15 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _resolve(api: Api, ref: str) -> str:
+def resolve(api: Api, ref: str) -> str:
+    """The id of the schedule ``ref`` names: an id as is, else looked up by name (the API
+    filters, so any number of schedules may exist)."""
     if _UUID.match(ref):
         return ref
-    for schedule in api.call("GET", "/v1/schedules")["items"]:
-        if schedule["name"] == ref:
-            return str(schedule["id"])
-    raise ApiRefused(f"not_found: no schedule named {ref!r}")
+    found = api.call("GET", f"/v1/schedules?{urlencode({'name': ref})}")["items"]
+    if not found:
+        raise ApiRefused(f"not_found: no schedule named {ref!r}")
+    return str(found[0]["id"])
 
 
 def _when(value: str | None, timezone: str = "UTC") -> str:
@@ -157,7 +160,7 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
         body = _body(args)
         if args.new_name:
             body["name"] = args.new_name
-        schedule_id = _resolve(api, args.schedule)
+        schedule_id = resolve(api, args.schedule)
         _print_schedule(api.call("PATCH", f"/v1/schedules/{schedule_id}", body))
 
     return run(args, settings, action)
@@ -176,7 +179,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     def action(api: Api) -> None:
-        schedule = api.call("GET", f"/v1/schedules/{_resolve(api, args.schedule)}")
+        schedule = api.call("GET", f"/v1/schedules/{resolve(api, args.schedule)}")
         print(json.dumps(schedule, indent=2))
 
     return run(args, settings, action)
@@ -184,7 +187,7 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 def _set_paused(args: argparse.Namespace, settings: Settings, verb: str) -> int:
     def action(api: Api) -> None:
-        _print_schedule(api.call("POST", f"/v1/schedules/{_resolve(api, args.schedule)}/{verb}"))
+        _print_schedule(api.call("POST", f"/v1/schedules/{resolve(api, args.schedule)}/{verb}"))
 
     return run(args, settings, action)
 
@@ -199,7 +202,7 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     def action(api: Api) -> None:
-        schedule_id = _resolve(api, args.schedule)
+        schedule_id = resolve(api, args.schedule)
         api.call("DELETE", f"/v1/schedules/{schedule_id}")
         print(f"Deleted schedule {schedule_id}.")
 
@@ -208,7 +211,7 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_firings(args: argparse.Namespace, settings: Settings) -> int:
     def action(api: Api) -> None:
-        schedule_id = _resolve(api, args.schedule)
+        schedule_id = resolve(api, args.schedule)
         page = api.call("GET", f"/v1/schedules/{schedule_id}/firings?limit={args.limit}")
         for firing in page["items"]:
             jobs = ", ".join(firing["job_ids"]) or "-"

@@ -71,14 +71,14 @@ def _import_params(
         ) from error
     # 404 for an importer this principal may not run, exactly as for one that does not exist.
     importer = importers.get_for(form.importer, principal)
-    mode = form.mode or importer.mode
-    if mode == "upsert" and not importer.key:
-        raise InvalidRequest(
-            f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
-            where={"field": "mode"},
-        )
+    options = form.for_importer(importer, field="mode")
     try:
-        return form.params(stored, mode=mode, reveal_table=importer.may_read_table(principal))
+        return options.params(
+            importer=importer.name,
+            upload=stored,
+            dry_run=form.dry_run,
+            reveal_table=importer.may_read_table(principal),
+        )
     except ValidationError as error:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]

@@ -4,7 +4,6 @@ the schedule's owner."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from api.schemas.schedules import (
     ScheduleOut,
     ScheduleUpdate,
 )
-from core import api_keys, db
+from core import api_keys, db, page_cursor
 from core.api_keys import Principal, Role
 from core.errors import Forbidden, InvalidRequest
 from core.imports.registry import ImporterRegistry
@@ -91,14 +90,17 @@ def create_schedule(
     return out
 
 
-@router.get("", summary="List schedules")
+@router.get("", summary="List schedules (or find one by name)")
 def list_schedules(
     sessions: Sessions,
     _: OperatorPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    name: Annotated[
+        str | None, Query(max_length=100, description="Only the schedule with this name.")
+    ] = None,
 ) -> ScheduleList:
     with db.transaction(sessions) as session:
-        schedules = store.list_all(session, limit=limit)
+        schedules = store.list_all(session, limit=limit, name=name)
         return ScheduleList(items=[ScheduleOut.from_schedule(s) for s in schedules])
 
 
@@ -134,7 +136,7 @@ def _apply_update(
         template = body.job or _stored_template(current.job)
         changes["job"] = normalise(template, settings=settings, importers=importers, owner=owner)
         changes["owner_id"] = owner.id
-    schedule = store.update(session, schedule_id, timing=timing, changes=changes)
+    schedule = store.update(session, current, timing=timing, changes=changes)
     return ScheduleOut.from_schedule(schedule)
 
 
@@ -191,15 +193,9 @@ def resume_schedule(
         return ScheduleOut.from_schedule(store.set_paused(session, schedule_id, paused=False))
 
 
-def _encode(fire_time: datetime) -> str:
-    return base64.urlsafe_b64encode(fire_time.isoformat().encode()).decode()
-
-
-def _decode(cursor: str) -> datetime:
-    try:
-        return datetime.fromisoformat(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
+def _fire_time(parts: list[str]) -> datetime:
+    (fire_time,) = parts
+    return datetime.fromisoformat(fire_time)
 
 
 @router.get(
@@ -214,10 +210,10 @@ def list_firings(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> FiringPage:
-    before = _decode(cursor) if cursor is not None else None
+    before = page_cursor.decode(cursor, _fire_time) if cursor is not None else None
     with db.transaction(sessions) as session:
         page, next_before = store.firings(session, schedule_id, limit=limit, before=before)
     return FiringPage(
         items=[FiringOut.from_firing(firing) for firing in page],
-        next_cursor=_encode(next_before) if next_before is not None else None,
+        next_cursor=None if next_before is None else page_cursor.encode(next_before.isoformat()),
     )

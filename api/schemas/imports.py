@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints
 
 from core.imports.cell_values import canonical_text
 from core.imports.field_types import Column
 from core.imports.importer import Importer, Mode
-from core.imports.options import ImportParams, StoredFile, parse_error_threshold
+from core.imports.options import ImportOptions
 from core.models import ImportRowError
 
 # The multipart form, documented for OpenAPI (the route parses the stream itself).
@@ -35,37 +35,12 @@ IMPORT_FORM_SCHEMA: dict[str, Any] = {
 }
 
 
-class ImportForm(BaseModel):
-    """The form fields of POST /v1/imports besides ``file``."""
+class ImportForm(ImportOptions):
+    """The form fields of POST /v1/imports besides ``file``; the options are validated by
+    core (ImportOptions), as an import schedule's are."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    importer: str = Field(min_length=1, max_length=100)
+    importer: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     dry_run: bool = False
-    mode: Mode | None = None  # None: the importer's declared mode
-    error_threshold: int | float | None = None
-    delimiter: str | None = Field(default=None, min_length=1, max_length=10)
-    encoding: str | None = Field(default=None, min_length=1, max_length=50)
-
-    @field_validator("error_threshold", mode="before")
-    @classmethod
-    def _threshold(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return parse_error_threshold(value) if value.strip() else None
-        return value
-
-    @field_validator("delimiter", "encoding", mode="before")
-    @classmethod
-    def _blank_is_absent(cls, value: Any) -> Any:
-        # A tab delimiter is whitespace: keep it; other blank values mean "not given".
-        if isinstance(value, str) and value != "\t" and not value.strip():
-            return None
-        return value
-
-    def params(self, upload: StoredFile, *, mode: Mode, reveal_table: bool) -> ImportParams:
-        """The job's params; ImportParams checks delimiter, encoding and threshold."""
-        fields = self.model_dump(exclude={"mode"})
-        return ImportParams(upload=upload, mode=mode, reveal_table=reveal_table, **fields)
 
 
 def _constraint(value: Any) -> Any:

@@ -1,12 +1,17 @@
-"""The parameters of an import job: built from the HTTP request by the API, read back by the
-worker. One model, so both sides agree on what a valid import request is."""
+"""The parameters of an import job: what a request may choose (``ImportOptions``: the form of
+POST /v1/imports, the ``options`` of an import schedule) and what the job stores
+(``ImportParams``, read back by the worker). One validation, so the API, schedules and the
+worker agree on what a valid import request is."""
 
 from __future__ import annotations
 
 import codecs
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import InvalidRequest
+from core.imports.importer import Importer, Mode
 
 _DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 # Text encodings an upload may declare, by Python codec name. An allow-list, not a probe:
@@ -136,3 +141,56 @@ class ImportParams(BaseModel):
         if isinstance(limit, float):
             return rejected > limit * rows
         return rejected > limit
+
+
+class ImportOptions(BaseModel):
+    """What an import request may choose besides its file and importer. Values come as a
+    form sends them (strings, padded or blank) or as JSON; ``params`` checks them once more
+    with ImportParams, the model the worker reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode | None = None  # None: the importer's declared mode
+    error_threshold: int | float | None = None
+    delimiter: str | None = Field(default=None, min_length=1, max_length=10)
+    encoding: str | None = Field(default=None, min_length=1, max_length=50)
+
+    @field_validator("error_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_error_threshold(value) if value.strip() else None
+        return value
+
+    @field_validator("delimiter", "encoding", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        # Padding goes and a blank value means "not given"; but a tab is a delimiter.
+        if isinstance(value, str) and value != "\t":
+            return value.strip() or None
+        return value
+
+    def for_importer(self, importer: Importer, *, field: str) -> Self:
+        """With the mode the import runs in (the importer's when none was asked for);
+        InvalidRequest at ``field`` for upsert into an importer without a primaryKey."""
+        mode = self.mode or importer.mode
+        if mode == "upsert" and not importer.key:
+            raise InvalidRequest(
+                f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
+                where={"field": field},
+            )
+        return self.model_copy(update={"mode": mode})
+
+    def params(
+        self, *, importer: str, upload: StoredFile, reveal_table: bool, dry_run: bool = False
+    ) -> ImportParams:
+        """The job's params (pydantic's ValidationError for a delimiter, encoding or
+        threshold ImportParams refuses)."""
+        return ImportParams(
+            importer=importer,
+            upload=upload,
+            dry_run=dry_run,
+            reveal_table=reveal_table,
+            # Only these options: a subclass (the API's form) may carry more fields.
+            **self.model_dump(include=set(ImportOptions.model_fields), exclude_none=True),
+        )

@@ -3,7 +3,6 @@ their batch, and reading them back by keyset (row, id) for the API and the CSV d
 
 from __future__ import annotations
 
-import base64
 import enum
 import uuid
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidRequest
+from core import page_cursor
 from core.models import ImportRowError
 
 # Stored values are for humans; a 10 MB cell must not become a 10 MB error row.
@@ -110,21 +109,18 @@ def delete_for_job(session: Session, *, job_id: uuid.UUID) -> None:
 
 
 def _encode_cursor(error: ImportRowError) -> str:
-    return base64.urlsafe_b64encode(f"{error.row}:{error.id}".encode()).decode()
+    return page_cursor.encode(error.row, error.id)
 
 
 _MAX_BIGINT = 2**63 - 1
 
 
-def _decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        row, error_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        decoded = int(row), int(error_id)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
-    if not all(0 <= number <= _MAX_BIGINT for number in decoded):  # a bigint in the database
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"})
-    return decoded
+def _cursor_key(parts: list[str]) -> tuple[int, int]:
+    row, error_id = parts
+    key = int(row), int(error_id)
+    if not all(0 <= number <= _MAX_BIGINT for number in key):  # a bigint in the database
+        raise ValueError("out of range")
+    return key
 
 
 def list_errors(
@@ -138,7 +134,7 @@ def list_errors(
         .limit(limit + 1)
     )
     if cursor is not None:
-        after = _decode_cursor(cursor)
+        after = page_cursor.decode(cursor, _cursor_key)
         query = query.where(sa.tuple_(ImportRowError.row, ImportRowError.id) > sa.tuple_(*after))
     errors = list(session.scalars(query))
     next_cursor = _encode_cursor(errors[limit - 1]) if len(errors) > limit else None

@@ -19,6 +19,8 @@ from core.schedules.timing import Timing, check_cron, zone
 
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600.0
+# The unique index on schedules.name (core.db's naming convention).
+NAME_UNIQUE = "uq_schedules_name"
 
 
 class ScheduleNameTaken(Conflict):
@@ -114,49 +116,56 @@ def get(session: Session, schedule_id: uuid.UUID, *, lock: bool = False) -> Sche
     return schedule
 
 
-def list_all(session: Session, *, limit: int) -> list[Schedule]:
-    return list(session.scalars(sa.select(Schedule).order_by(Schedule.name).limit(limit)))
+def list_all(session: Session, *, limit: int, name: str | None = None) -> list[Schedule]:
+    """By name; ``name`` finds the one schedule so named (through its unique index)."""
+    query = sa.select(Schedule).order_by(Schedule.name).limit(limit)
+    if name is not None:
+        query = query.where(Schedule.name == name)
+    return list(session.scalars(query))
 
 
-def _restart(session: Session, schedule: Schedule) -> None:
+def _restart(schedule: Schedule, now: datetime) -> None:
     """Fire times count from now: after a change of timing, or a resume (what fell due
     while paused was paused on purpose, not missed)."""
-    now = _db_now(session)
     schedule.anchor_at = now
     timing = Timing(schedule.cron, schedule.interval_seconds, schedule.timezone, now)
     schedule.next_fire_at = timing.next_after(now)
     schedule.updated_at = now
 
 
+def _name_taken(error: sa_exc.IntegrityError) -> bool:
+    return getattr(getattr(error.orig, "diag", None), "constraint_name", None) == NAME_UNIQUE
+
+
 def update(
     session: Session,
-    schedule_id: uuid.UUID,
+    schedule: Schedule,
     *,
     timing: TimingSpec | None = None,
     changes: dict[str, Any],
 ) -> Schedule:
-    """Apply ``changes`` (name, job, owner_id, catch_up, overlap) and a new timing."""
-    schedule = get(session, schedule_id, lock=True)
-    if "name" in changes and changes["name"] != schedule.name:
-        taken = session.scalar(sa.select(Schedule.id).where(Schedule.name == changes["name"]))
-        if taken is not None:
-            raise ScheduleNameTaken(
-                f"A schedule named {changes['name']!r} already exists.", where={"field": "name"}
-            )
+    """Apply ``changes`` (name, job, owner_id, catch_up, overlap) and a new timing to
+    ``schedule``, which the caller read with ``get(lock=True)``. A name already taken is
+    left to the unique index, which also catches a rename racing this one."""
+    # Read the clock before changing anything: the query would autoflush the new name.
+    now = _db_now(session)
     for key, value in changes.items():
         setattr(schedule, key, value)
     if timing is not None:
         schedule.cron = timing.cron
         schedule.interval_seconds = timing.interval_seconds
         schedule.timezone = timing.timezone
-        _restart(session, schedule)
+        _restart(schedule, now)
     else:
-        schedule.updated_at = _db_now(session)
+        schedule.updated_at = now
     try:
         session.flush()
-    except sa_exc.IntegrityError as error:  # the name was taken since the check above
+    except sa_exc.IntegrityError as error:
+        if not _name_taken(error):
+            raise
+        # changes["name"], not schedule.name: the failed flush expired the row's attributes.
         raise ScheduleNameTaken(
-            f"A schedule named {schedule.name!r} already exists.", where={"field": "name"}
+            f"A schedule named {changes.get('name')!r} already exists.", where={"field": "name"}
         ) from error
     return schedule
 
@@ -164,7 +173,7 @@ def update(
 def set_paused(session: Session, schedule_id: uuid.UUID, *, paused: bool) -> Schedule:
     schedule = get(session, schedule_id, lock=True)
     if schedule.paused and not paused:
-        _restart(session, schedule)
+        _restart(schedule, _db_now(session))
     schedule.paused = paused
     session.flush()
     return schedule

@@ -3,8 +3,16 @@ created or changed, through the same models the job kinds' own endpoints use (di
 params, DeploymentSpec, ImportParams), and turned into a job at each firing.
 
 Stored form (``schedules.job``): ``{"kind": "noop"|"sleep"|"deployment", "params": {...}}``
-with params made explicit (defaults and limits filled in), or for an inbox import
-``{"kind": "import", "importer", "inbox_pattern", "options": {...}, "reveal_table"}``.
+with params as validated (defaults of the params themselves filled in), or for an inbox
+import ``{"kind": "import", "importer", "inbox_pattern", "options": {...}, "reveal_table"}``.
+
+Operator limits are applied again at every firing, with the settings of that moment: a
+limit the template leaves out gets the operator's current default (a deployment's
+``limits`` and ``retry``, a job's ``timeout_seconds``), and one it asks for above the
+current maximum makes the firing fail with that reason, recorded on the firing, as the
+same request to POST /v1/deployments or /v1/jobs would be refused. Clamping it instead
+would run a deployment with less time or memory than its author asked for, so it could
+stop half-way through a playbook: a refused firing is visible and changes nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.api_keys import Principal
 from core.deployments.spec import KIND as DEPLOYMENT_KIND
 from core.deployments.spec import DeploymentSpec
 from core.diagnostics import PARAMS_MODELS
 from core.errors import BadRequest, InvalidRequest
-from core.imports.options import ImportParams, StoredFile, parse_error_threshold
+from core.imports.options import ImportOptions, ImportParams, StoredFile
 from core.imports.registry import ImporterNotFound, ImporterRegistry
 from core.imports.uploads import IMPORT_KIND
 from core.lifecycle import commands
@@ -58,20 +66,6 @@ class JobTemplate(BaseModel):
     )
 
 
-class ImportOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["upsert", "insert"] | None = None
-    error_threshold: int | float | str | None = None
-    delimiter: str | None = None
-    encoding: str | None = None
-
-    @field_validator("error_threshold")
-    @classmethod
-    def _threshold(cls, value: int | float | str | None) -> int | float | None:
-        return None if value is None else parse_error_threshold(str(value))
-
-
 def _invalid(error: ValidationError, prefix: str) -> InvalidRequest:
     first = error.errors()[0]
     where = ".".join([prefix, *(str(part) for part in first["loc"])])
@@ -96,9 +90,15 @@ def normalise(
     _refuse_import_fields(template)
     if template.kind == DEPLOYMENT_KIND:
         try:
-            spec = DeploymentSpec.model_validate(template.params).with_defaults(settings)
+            spec = DeploymentSpec.model_validate(template.params)
         except ValidationError as error:
             raise _invalid(error, "job.params") from error
+        try:
+            spec.with_defaults(settings)  # within today's maxima; applied again at each firing
+        except InvalidRequest as error:
+            field = f"job.params.{(error.where or {}).get('field')}"
+            raise InvalidRequest(error.message, where={"field": field}) from None
+        # Stored as asked: limits left out take the operator's default of each firing.
         return {"kind": DEPLOYMENT_KIND, "params": spec.model_dump(mode="json")}
     try:
         params = PARAMS_MODELS[template.kind].model_validate(template.params).model_dump()
@@ -136,20 +136,14 @@ def _normalise_import(
         importer = importers.get_for(template.importer, owner)
     except ImporterNotFound as error:
         raise ImporterNotFound(error.message, where={"field": "job.importer"}) from None
-    mode = options.mode or importer.mode
-    if mode == "upsert" and not importer.key:
-        raise InvalidRequest(
-            f"Importer {importer.name!r} has no primaryKey: only mode insert is possible.",
-            where={"field": "job.options.mode"},
-        )
-    resolved = options.model_copy(update={"mode": mode}).model_dump(exclude_none=True)
+    resolved = options.for_importer(importer, field="job.options.mode")
     # Check delimiter and encoding now, with the same model the worker reads, so a firing
     # never creates a job that cannot run.
     try:
-        ImportParams(
+        resolved.params(
             importer=importer.name,
             upload=StoredFile(path="-", sha256="-", size=0),
-            **resolved,
+            reveal_table=importer.may_read_table(owner),
         )
     except ValidationError as error:
         raise _invalid(error, "job.options") from error
@@ -157,7 +151,7 @@ def _normalise_import(
         "kind": IMPORT_KIND,
         "importer": importer.name,
         "inbox_pattern": pattern,
-        "options": resolved,
+        "options": resolved.model_dump(exclude_none=True),
         "reveal_table": importer.may_read_table(owner),
     }
 
@@ -190,9 +184,13 @@ def job_spec(job: dict[str, Any], settings: Settings, upload: StoredFile | None)
         )
     params = dict(job["params"])
     if kind == DEPLOYMENT_KIND:
-        spec = DeploymentSpec.model_validate(params)
+        # Today's defaults and maxima (see the module docstring); InvalidRequest past one.
+        spec = DeploymentSpec.model_validate(params).with_defaults(settings)
         return JobSpec(
-            kind, params, float(spec.limits.timeout_seconds or 0), lock_keys=spec.lock_keys
+            kind,
+            spec.model_dump(mode="json"),
+            float(spec.limits.timeout_seconds or 0),
+            lock_keys=spec.lock_keys,
         )
     limit = commands.time_limit(settings, kind, params.get("timeout_seconds"), field="params")
     return JobSpec(kind, params, limit)

@@ -21,7 +21,6 @@ ticking.
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -96,13 +95,13 @@ def _lock_due(session: Session, now: datetime | None, *, imports: bool) -> Sched
 
 def _recent_due(schedule: Schedule, timing: Timing, now: datetime) -> list[datetime]:
     """The most recent due fire times (at most the ones recorded, and the latest). Only
-    these matter, so a schedule that was down for months is not walked through fire time by
-    fire time from its old next_fire_at, and what is kept stays small."""
-    window_start = max(schedule.next_fire_at, now - timedelta(days=8))
-    recent = deque(timing.times_between(window_start, now), maxlen=MAX_SKIPPED_RECORDED + 1)
+    these matter, so they are found from now backwards: a schedule that was down for a
+    long time is not walked through fire time by fire time from its old next_fire_at."""
+    keep = MAX_SKIPPED_RECORDED + 1
+    recent = timing.latest_between(max(schedule.next_fire_at, now - timedelta(days=8)), now, keep)
     if not recent:  # a rare schedule (say yearly) whose last due time is older than 8 days
-        recent.extend(timing.times_between(schedule.next_fire_at, now))
-    return list(recent)
+        recent = timing.latest_between(schedule.next_fire_at, now, keep)
+    return recent
 
 
 def _plan(

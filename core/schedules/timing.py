@@ -18,15 +18,18 @@ on the wall, every day, DST or not:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 # A cron expression with no fire time in this many years is refused (e.g. "0 0 30 2 *").
 MAX_SEARCH_YEARS = 5
+# How far a wall time's instant can be out of step with the wall clock around a DST change.
+_WALL_CLOCK_SLACK = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,35 @@ class Timing:
         while current <= end:
             yield current
             current = self.next_after(current)
+
+    def latest_between(self, start: datetime, end: datetime, count: int) -> list[datetime]:
+        """The last ``count`` fire times ``t`` with ``start <= t <= end``, in order: the tail
+        of ``times_between(start, end)``, without walking the fire times before it (a 1 s
+        schedule down for a week has 600 000). The walk starts a little before the
+        ``count``-th last fire time; should it find fewer than ``count`` (fire times
+        dropped at a DST change), it starts further back, at worst from ``start``."""
+        if count <= 0:
+            return []
+        lookback, begin = count, end
+        while True:
+            earlier = max(start, self._before_last(start, end, lookback))
+            # Not further back than last time (an interval's anchor): there is nothing
+            # before it, so walking from start finds the same, and ends the search.
+            begin = earlier if earlier < begin else start
+            recent = deque(self.times_between(begin, end), maxlen=count)
+            if len(recent) == count or begin <= start:
+                return list(recent)
+            lookback *= 2
+
+    def _before_last(self, start: datetime, end: datetime, count: int) -> datetime:
+        """An instant at or before (normally) the ``count``-th last fire time up to
+        ``end``; ``start`` when there are fewer after ``start``."""
+        if self.interval_seconds is not None:
+            elapsed = (end - self.anchor).total_seconds()
+            steps = max(0, math.floor(elapsed / self.interval_seconds) - count)
+            return self.anchor + timedelta(seconds=steps * self.interval_seconds)
+        assert self.cron is not None
+        return _cron_before_last(self.cron, zone(self.timezone), start, end, count)
 
     def period_at(self, fire_time: datetime) -> float:
         """Seconds from ``fire_time`` to the next fire time."""
@@ -105,13 +137,35 @@ def _next_interval(anchor: datetime, interval: float, after: datetime) -> dateti
     return candidate
 
 
+def _cron_before_last(
+    expression: str, tz: ZoneInfo, start: datetime, end: datetime, count: int
+) -> datetime:
+    """Walk wall times back from ``end`` until ``count`` of them fall at or before it."""
+    local = end.astimezone(tz).replace(tzinfo=None, microsecond=0)
+    # Start a little after the wall time of ``end``: in a repeated hour a wall time still
+    # ahead may already be past as an instant (the converse of _next_cron's head start).
+    iterator = croniter(expression, local + _WALL_CLOCK_SLACK, max_years_between_matches=10)
+    seen = 0
+    while seen < count:
+        try:
+            wall: datetime = iterator.get_prev(datetime)
+        except CroniterBadDateError:  # nothing earlier for years: walk from start
+            return start
+        instant = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if instant < start:
+            return start
+        if instant <= end:
+            seen += 1
+    return instant
+
+
 def _next_cron(expression: str, tz: ZoneInfo, after: datetime) -> datetime:
     """Iterate in naive local wall time, convert each wall time to UTC, return the first
     instant after ``after``."""
     local = after.astimezone(tz).replace(tzinfo=None, microsecond=0)
     # Start a little before the wall time of ``after``: in a repeated hour the wall clock
     # goes backwards, and a wall time already passed may still be ahead as an instant.
-    iterator = croniter(expression, local - timedelta(hours=3), max_years_between_matches=10)
+    iterator = croniter(expression, local - _WALL_CLOCK_SLACK, max_years_between_matches=10)
     limit = after + timedelta(days=366 * MAX_SEARCH_YEARS)
     while True:
         wall: datetime = iterator.get_next(datetime)

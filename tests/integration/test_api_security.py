@@ -4,7 +4,6 @@ revocation. Every refusal is problem+json."""
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core import db
+from core import db, page_cursor
 from core.api_keys import Role
 from core.lifecycle.states import JobStatus
 from core.models import ApiKey, Job
@@ -171,7 +170,7 @@ def test_throttle_falls_back_to_a_per_process_limit_without_redis(
 
 def test_integers_past_bigint_are_422_not_500(client: TestClient, admin: dict[str, str]) -> None:
     job_id = submit(client, admin)
-    huge_cursor = base64.urlsafe_b64encode(f"{2**70}:1".encode()).decode()
+    huge_cursor = page_cursor.encode(2**70, 1)
 
     too_far = client.get(f"/v1/jobs/{job_id}/events?after={2**63}", headers=admin)
     cursor = client.get(f"/v1/jobs/{job_id}/errors?cursor={huge_cursor}", headers=admin)

@@ -4,12 +4,17 @@ events, logs and rejected rows, which stay, and what a firing keeps of a purged 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import sqlalchemy as sa
 
-from core import db
+from core import api_keys, db
+from core.api_keys import Role
 from core.lifecycle.retention import purge_finished
-from core.models import ImportRowError, Job, JobEvent, JobLog
+from core.models import ImportRowError, Job, JobEvent, JobLog, ScheduleFiring
+from core.schedules import store
+from core.schedules.tick import tick
+from core.settings import Settings
 from tests.integration.test_job_store import new_job
 
 
@@ -65,3 +70,42 @@ def test_purge_deletes_old_finished_jobs_with_their_rows_and_keeps_the_rest(
             assert count(sessions, model, ids[name]) >= expected, (name, model)
             if gone:
                 assert count(sessions, model, ids[name]) == 0, (name, model)
+
+
+def test_a_firing_outlives_its_purged_job(sessions: db.Sessions, settings: Settings) -> None:
+    """schedule_firings.job_id is ON DELETE SET NULL: the firing (the record that its fire
+    time was decided, which stops it firing again) stays when retention deletes its job.
+    CASCADE would delete the firing with the job, RESTRICT would make the purge fail."""
+    with db.transaction(sessions) as session:
+        owner, _ = api_keys.create_key(
+            session, name="ops", role=Role.operator, pepper=settings.secret_key.get_secret_value()
+        )
+        schedule = store.create(
+            session,
+            name="hourly",
+            timing=store.check_timing(None, 3600, "UTC"),
+            job={"kind": "noop", "params": {}},
+            owner_id=owner.id,
+            catch_up="all",
+            overlap="allow",
+        )
+        schedule_id, first = schedule.id, schedule.next_fire_at
+    tick(sessions, settings, now=first + timedelta(seconds=1))
+    with db.transaction(sessions) as session:
+        (fired,) = session.scalars(
+            sa.select(ScheduleFiring).where(ScheduleFiring.schedule_id == schedule_id)
+        )
+        job_id, fire_time = fired.job_id, fired.fire_time
+    assert job_id is not None
+    age(sessions, job_id, status="running", days=31)
+    age(sessions, job_id, status="succeeded", days=31)
+
+    assert purge_finished(sessions, retention_days=30, batch_rows=10).jobs == 1
+    assert count(sessions, Job, job_id) == 0
+    with db.transaction(sessions) as session:
+        kept = session.execute(
+            sa.select(ScheduleFiring.fire_time, ScheduleFiring.status, ScheduleFiring.job_id).where(
+                ScheduleFiring.schedule_id == schedule_id
+            )
+        ).all()
+    assert [tuple(row) for row in kept] == [(fire_time, "created", None)]

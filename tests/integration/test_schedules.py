@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from cli import schedules as cli_schedules
+from cli.api_access import Api, ApiRefused
 from core import db
 from core.api_keys import Role
 from core.lifecycle import commands
@@ -164,6 +166,37 @@ def test_inbox_patterns_outside_the_inbox_are_refused(
     assert problem["where"] == {"field": "job.inbox_pattern"}
 
 
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"delimiter": "ab"}, "job.options.delimiter"),
+        ({"encoding": "utf-16"}, "job.options.encoding"),
+        ({"error_threshold": "lots"}, "job.options.error_threshold"),
+        ({"mode": "merge"}, "job.options.mode"),
+        ({"colour": "red"}, "job.options.colour"),
+    ],
+)
+def test_import_options_are_checked_as_the_import_form_checks_them(
+    client: TestClient, operator: dict[str, str], options: dict[str, Any], field: str
+) -> None:
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "p-*.csv", "options": options}
+    response = client.post(
+        "/v1/schedules", json={"name": "imp", "interval_seconds": 60, "job": job}, headers=operator
+    )
+    problem = assert_problem(response, 422, "invalid_request")
+    assert problem["where"] == {"field": field}
+    assert problem["message"].startswith(f"{field}: ")
+
+
+def test_import_options_are_stored_as_given_with_the_mode_resolved(
+    client: TestClient, operator: dict[str, str]
+) -> None:
+    options = {"delimiter": "\t", "encoding": " ", "error_threshold": "5%"}
+    job = {"kind": "import", "importer": "products", "inbox_pattern": "p-*.csv", "options": options}
+    stored = create(client, operator, job=job)["job"]
+    assert stored["options"] == {"mode": "upsert", "delimiter": "\t", "error_threshold": 0.05}
+
+
 def test_catch_up_policies_after_the_tickers_were_stopped(
     client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
 ) -> None:
@@ -202,6 +235,27 @@ def test_catch_up_policies_after_the_tickers_were_stopped(
         assert next_fire > now
     tick(sessions, settings, now=start + timedelta(seconds=362))
     assert [firings(client, operator, sid)[0]["status"] for sid in ids.values()] == ["created"] * 3
+
+
+def test_firings_are_paged_newest_first_by_cursor(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    sid = create(client, operator, catch_up="all", overlap="allow")["id"]
+    tick(sessions, settings, now=anchor(sessions, sid) + timedelta(seconds=5 * 60 + 1))
+    everything = [f["fire_time"] for f in firings(client, operator, sid)]
+    assert len(everything) == 5
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get(f"/v1/schedules/{sid}/firings", params=params, headers=operator).json()
+        seen += [f["fire_time"] for f in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == everything
+    bad = client.get(f"/v1/schedules/{sid}/firings?cursor=zz", headers=operator)
+    assert assert_problem(bad, 422, "invalid_request")["where"] == {"query": "cursor"}
 
 
 def test_overlap_skip_waits_for_the_previous_job(
@@ -332,6 +386,50 @@ def test_a_firing_that_cannot_make_its_job_is_recorded_and_blocks_nothing(
     assert [f["status"] for f in firings(client, operator, healthy)] == ["created", "created"]
 
 
+def deployment(**limits: int) -> dict[str, Any]:
+    params = {
+        "source": {"project": "demo"},
+        "playbook": "site.yml",
+        "targets": [{"name": "web", "host": "10.0.0.5"}],
+    }
+    return {"kind": "deployment", "params": {**params, "limits": limits}}
+
+
+def test_scheduled_deployments_get_the_operators_current_limits(
+    client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
+) -> None:
+    asked = create(client, operator, job=deployment(memory_mb=3000), overlap="allow")
+    defaulted = create(client, operator, job=deployment(), overlap="allow")
+    # Stored as asked: what it left out is not frozen at the defaults of creation time.
+    assert asked["job"]["params"]["limits"]["memory_mb"] == 3000
+    assert defaulted["job"]["params"]["limits"]["memory_mb"] is None
+    start = max(anchor(sessions, asked["id"]), anchor(sessions, defaulted["id"]))
+    tick(sessions, settings, now=start + timedelta(seconds=61))
+    (first,) = jobs_of(sessions, asked["id"])
+    assert first.params["limits"]["memory_mb"] == 3000
+
+    # The operator lowers the maxima (and with them the defaults) after the schedules exist.
+    lowered = settings.model_copy(
+        update={
+            "deploy_max_memory_mb": 2048,
+            "deploy_memory_mb": 512,
+            "time_limits": {**settings.time_limits, "deployment": 900.0},
+        }
+    )
+    tick(sessions, lowered, now=start + timedelta(seconds=121))
+    refused = firings(client, operator, asked["id"])[0]
+    assert refused["status"] == "failed"
+    assert refused["detail"] == {
+        "code": "invalid_request",
+        "message": "limits.memory_mb may be at most 2048 (operator limit).",
+    }
+    assert len(jobs_of(sessions, asked["id"])) == 1
+    latest = jobs_of(sessions, defaulted["id"])[-1]
+    assert latest.params["limits"]["memory_mb"] == 512
+    assert latest.params["limits"]["timeout_seconds"] == 900
+    assert latest.time_limit_seconds == 900
+
+
 def test_inbox_files_of_a_failed_firing_are_imported_by_the_next(
     client: TestClient, operator: dict[str, str], sessions: db.Sessions, settings: Settings
 ) -> None:
@@ -381,6 +479,36 @@ def test_a_short_schedule_picked_up_a_tick_late_is_not_missed(
     assert statuses == ["created", *["skipped_catch_up"] * 7, "created"]
 
 
+class InProcessApi(Api):
+    """The command line's API client, talking to the in-process app; records its calls."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str]) -> None:
+        self.url = str(client.base_url)
+        self.client = client
+        self.headers = headers
+        self.paths: list[str] = []
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.paths.append(path)
+        self.client.headers.update(self.headers)
+        return super().call(method, path, body)
+
+
+def test_a_schedule_is_found_by_name(client: TestClient, operator: dict[str, str]) -> None:
+    ids = {name: create(client, operator, name=name)["id"] for name in ("alpha", "a.b", "beta")}
+    found = client.get("/v1/schedules", params={"name": "a.b"}, headers=operator).json()
+    assert [s["id"] for s in found["items"]] == [ids["a.b"]]
+    assert client.get("/v1/schedules?name=gamma", headers=operator).json()["items"] == []
+    # `conveyor schedules … NAME` asks for that name, not for a page of every schedule.
+    api = InProcessApi(client, operator)
+    assert cli_schedules.resolve(api, "beta") == ids["beta"]
+    assert api.paths == ["/v1/schedules?name=beta"]
+    assert cli_schedules.resolve(api, ids["alpha"]) == ids["alpha"]  # an id needs no call
+    assert len(api.paths) == 1
+    with pytest.raises(ApiRefused, match="not_found: no schedule named 'gamma'"):
+        cli_schedules.resolve(api, "gamma")
+
+
 def test_schedule_names_are_unique(client: TestClient, operator: dict[str, str]) -> None:
     create(client, operator, name="one")
     other = create(client, operator, name="two")["id"]
@@ -390,5 +518,12 @@ def test_schedule_names_are_unique(client: TestClient, operator: dict[str, str])
         headers=operator,
     )
     assert assert_problem(again, 409, "schedule_name_taken")["where"] == {"field": "name"}
-    renamed = client.patch(f"/v1/schedules/{other}", json={"name": "one"}, headers=operator)
-    assert_problem(renamed, 409, "schedule_name_taken")
+    # The unique index refuses the rename; nothing of the request is applied.
+    renamed = client.patch(
+        f"/v1/schedules/{other}", json={"name": "one", "interval_seconds": 7}, headers=operator
+    )
+    problem = assert_problem(renamed, 409, "schedule_name_taken")
+    assert problem["where"] == {"field": "name"}
+    assert "'one'" in problem["message"]
+    unchanged = client.get(f"/v1/schedules/{other}", headers=operator).json()
+    assert (unchanged["name"], unchanged["interval_seconds"]) == ("two", 60)
