@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Protocol
@@ -10,8 +9,9 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core import page_cursor
 from core.api_keys import Principal
-from core.errors import InvalidRequest, NotFound
+from core.errors import NotFound
 from core.lifecycle.states import JobStatus
 from core.models import Job
 
@@ -37,16 +37,16 @@ class Keyed(Protocol):
 
 
 def encode_cursor(job: Keyed) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return page_cursor.encode(job.created_at.isoformat(), job.id)
+
+
+def _sort_key(parts: list[str]) -> tuple[datetime, uuid.UUID]:
+    created, job_id = parts  # anything but two parts is a ValueError
+    return datetime.fromisoformat(created), uuid.UUID(job_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("Malformed cursor.", where={"query": "cursor"}) from error
+    return page_cursor.decode(cursor, _sort_key)
 
 
 def list_jobs(
