@@ -26,7 +26,7 @@ from tests.e2e.deploy_support import (
 from tests.e2e.import_support import flush_redis, wait_terminal
 from tests.sshd import Sshd
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(70)]
 
 
 def test_killed_worker_leaves_no_orphan_and_the_deployment_recovers(

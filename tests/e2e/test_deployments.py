@@ -32,7 +32,7 @@ from tests.git_server import GitServer
 from tests.services import VENV_BIN, free_port
 from tests.sshd import Sshd
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(150)]
 
 ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 

@@ -27,6 +27,8 @@ from tests.e2e.conftest import poll_job, wait_for_job
 from tests.submit_load import NOOP, Submitted, percentile, submit_steadily
 from tests.tcp_proxy import TcpProxy
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(170)]
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # What a submit may take while Redis is down: about what it takes with Redis up, measured in
 # the same test (three times its p99: the machine may be busy, and 50 samples make a noisy

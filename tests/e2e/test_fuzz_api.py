@@ -22,7 +22,7 @@ from tests import services
 from tests.conftest import settings_env
 from tests.e2e.import_support import import_settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(140)]
 
 EXAMPLES_PER_OPERATION = 25
 SEED = 20261125

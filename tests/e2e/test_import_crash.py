@@ -29,7 +29,7 @@ from tests.e2e.import_support import (
 )
 from tests.product_csv import products_csv
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(160)]
 
 ROWS = 100_000
 BATCH_ROWS = 1_000

@@ -21,6 +21,8 @@ from core.settings import Settings
 from tests import services
 from tests.submit_load import percentile
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(280)]
+
 ROWS = 1_000_000
 SEED = f"""
 INSERT INTO jobs (id, kind, status, params, request_fingerprint, attempt, max_attempts,

@@ -21,6 +21,8 @@ from core.models import Job, Schedule, ScheduleFiring
 from core.settings import Settings
 from tests import services
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(200)]
+
 TICK = {"CONVEYOR_SCHEDULE_TICK_INTERVAL": "0.2"}
 RUN_SECONDS = 180
 INTERVAL = 10

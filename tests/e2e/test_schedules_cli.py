@@ -7,11 +7,15 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from core import db
 from core.api_keys import Role
 from core.settings import Settings
 from tests import services
 from tests.conftest import settings_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(110)]
 
 TICK = {"CONVEYOR_SCHEDULE_TICK_INTERVAL": "0.2"}
 

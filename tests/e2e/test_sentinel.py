@@ -25,7 +25,7 @@ from tests.e2e.test_faults import assert_each_ran_once, jobs_by_status
 from tests.sentinel import MASTER_NAME, SentinelSet
 from tests.submit_load import Submitted, submit_steadily
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow(90)]
 
 JOBS = 2_000
 RATE = 100.0  # submits per second, in all
