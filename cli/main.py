@@ -9,13 +9,14 @@ imports neither api nor jobs) and means ``conveyor worker`` *is* the Celery work
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC
+from types import ModuleType
 
-import alembic.util
 import psycopg
 import structlog
 from pydantic import ValidationError
@@ -23,7 +24,6 @@ from pydantic_settings import SettingsError
 from sqlalchemy import exc as sa_exc
 
 from cli import (
-    db_admin,
     deploy_client,
     import_client,
     importers,
@@ -85,16 +85,22 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     become("flower", argv, env)
 
 
+def _db_admin() -> ModuleType:
+    """cli.db_admin, imported by the commands that migrate only: alembic is about a second of
+    every other command's start-up (``conveyor submit``, ``schedules``, ``keys``)."""
+    return importlib.import_module("cli.db_admin")
+
+
 def cmd_db_owner(args: argparse.Namespace, settings: Settings) -> int:
-    db_admin.create_owner(settings, args.admin_url)
+    _db_admin().create_owner(settings, args.admin_url)
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.downgrade:
-        db_admin.downgrade(settings, args.downgrade)
+        _db_admin().downgrade(settings, args.downgrade)
     else:
-        db_admin.upgrade(settings, args.revision)
+        _db_admin().upgrade(settings, args.revision)
     return 0
 
 
@@ -185,7 +191,7 @@ def print_banner(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    db_admin.upgrade(settings)
+    _db_admin().upgrade(settings)
     admin_key = ensure_admin_key(settings)
     if admin_key is not None:
         print(f"Admin API key (shown once): {admin_key}", flush=True)
@@ -336,6 +342,18 @@ def describe_error(error: BaseException) -> str:
     return detail
 
 
+def _refusals() -> tuple[type[Exception], ...]:
+    """Errors that are a refusal to print as they are: a launch's, and the migrating
+    commands'. Those modules are imported by the migrating commands only (``_db_admin``):
+    a command that did not import them cannot have raised them."""
+    found: list[type[Exception]] = [LaunchError]
+    if (db_admin := sys.modules.get("cli.db_admin")) is not None:
+        found.append(db_admin.SchemaError)
+    if (alembic_errors := sys.modules.get("alembic.util.exc")) is not None:
+        found.append(alembic_errors.CommandError)
+    return tuple(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -350,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except (LaunchError, db_admin.SchemaError, alembic.util.CommandError) as error:
+    except _refusals() as error:  # evaluated when raised: after the command's imports
         print(f"conveyor: {error}", file=sys.stderr)
         return 2
     except (ConveyorError, psycopg.Error, sa_exc.SQLAlchemyError) as error:
