@@ -103,12 +103,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with throwaway() as spare:
-        settings = Settings(
-            env="test",
-            database_url=spare.database_url,
-            redis_url=spare.redis.url,
-            storage_dir=spare.directory / "storage",
-        )
+        settings = spare.settings()
         engine = db.make_engine(settings)
         sessions = db.make_sessionmaker(engine)
         ours, api_cpu = platform_run(settings, sessions, args, spare.directory)

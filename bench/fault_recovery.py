@@ -194,14 +194,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with throwaway() as spare:
-        settings = Settings(
-            _env_file=None,
-            env="test",
-            database_url=spare.database_url,
-            redis_url=spare.redis.url,
-            storage_dir=spare.directory / "storage",
-            lease_seconds=args.lease_seconds,
-            reaper_interval=args.reaper_interval,
+        settings = spare.settings(
+            lease_seconds=args.lease_seconds, reaper_interval=args.reaper_interval
         )
         try:
             run(settings, spare.redis, args, spare.directory)

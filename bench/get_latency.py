@@ -129,13 +129,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with throwaway() as spare:
-        settings = Settings(
-            env="test",
-            database_url=spare.database_url,
-            redis_url=spare.redis.url,
-            storage_dir=spare.directory / "storage",
-            auth_failure_limit=10**6,
-        )
+        settings = spare.settings(auth_failure_limit=10**6)
         engine = db.make_engine(settings)
         sessions = db.make_sessionmaker(engine)
         key = services.new_api_key(sessions, settings, name="bench")

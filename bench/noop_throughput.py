@@ -173,12 +173,7 @@ def main() -> None:
 
     with throwaway() as spare:
         redis_url = spare.redis.url
-        settings = Settings(
-            env="test",
-            database_url=spare.database_url,
-            redis_url=redis_url,
-            storage_dir=spare.directory / "storage",
-        )
+        settings = spare.settings()
         engine = db.make_engine(settings)
         sessions = db.make_sessionmaker(engine)
         ours = platform_run(

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from core.settings import Settings
 from tests import services
 
 
@@ -18,6 +20,17 @@ class Throwaway:
     database_url: str
     redis: services.RedisServer
     directory: Path  # for storage, logs and the benchmark's files
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings on this database, Redis and directory (no .env file is read)."""
+        return Settings(
+            _env_file=None,
+            env="test",
+            database_url=self.database_url,
+            redis_url=self.redis.url,
+            storage_dir=self.directory / "storage",
+            **overrides,
+        )
 
 
 @contextmanager
