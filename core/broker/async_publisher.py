@@ -13,13 +13,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import pybreaker
 import redis.asyncio
 import structlog
 
 from core import async_db, tracing
 from core.broker.breaker import RedisBreaker
-from core.broker.publisher import JobMessage, MessageBuilder, chunks
+from core.broker.publisher import JobMessage, MessageBuilder, chunks, log_failed
 from core.broker.redis_client import make_async_redis
 from core.lifecycle.outbox import MARK_PUBLISHED_SQL
 from core.settings import Settings
@@ -61,11 +60,8 @@ class AsyncJobPublisher:
             try:
                 with self.breaker.guarded():
                     await self._send_many(chunk)
-            except pybreaker.CircuitBreakerError:
-                log.info("publish.breaker_open", jobs=len(chunk))
-                break
             except Exception as error:  # any broker error: the outbox keeps the jobs safe
-                log.warning("publish.batch_failed", jobs=len(chunk), error=str(error))
+                log_failed(error, chunk)
                 break
             self.published += len(chunk)
             published.extend(message.job_id for message in chunk)

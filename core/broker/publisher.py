@@ -120,6 +120,16 @@ def chunks(messages: Sequence[JobMessage]) -> Iterator[list[JobMessage]]:
         yield sendable[start : start + PUBLISH_BATCH]
 
 
+def log_failed(error: Exception, chunk: Sequence[JobMessage]) -> None:
+    """A chunk the broker did not take (the breaker refused it, or Redis failed). Its jobs
+    stay in the outbox; the batch is uncertain (some messages may be on Redis), so they may
+    be published again, which is harmless (only one delivery can claim)."""
+    if isinstance(error, pybreaker.CircuitBreakerError):
+        log.info("publish.breaker_open", jobs=len(chunk))
+    else:
+        log.warning("publish.batch_failed", jobs=len(chunk), error=str(error))
+
+
 class JobPublisher:
     """LPUSHes job tasks onto their queues (the publisher never imports task code)."""
 
@@ -155,18 +165,13 @@ class JobPublisher:
         return bool(self.publish_many([message]))
 
     def publish_many(self, messages: Sequence[JobMessage]) -> list[uuid.UUID]:
-        """Publish in pipelined batches; the ids the broker took. A batch that fails is
-        uncertain (some messages may be on Redis): its jobs stay in the outbox and may be
-        published again, which is harmless (only one delivery can claim)."""
+        """Publish in pipelined batches, until one fails; the ids the broker took."""
         published: list[uuid.UUID] = []
         for chunk in chunks(messages):
             try:
                 self.breaker.call(self._send_many, chunk)
-            except pybreaker.CircuitBreakerError:
-                log.info("publish.breaker_open", jobs=len(chunk))
-                break
             except Exception as error:  # any broker error: the outbox keeps the jobs safe
-                log.warning("publish.batch_failed", jobs=len(chunk), error=str(error))
+                log_failed(error, chunk)
                 break
             self.published += len(chunk)
             published.extend(message.job_id for message in chunk)
