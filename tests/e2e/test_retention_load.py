@@ -1,7 +1,6 @@
-"""A million finished jobs (and a million events) in a real API's database: 1,000 /metrics
-scrapes cost about what 1,000 liveness probes do (the job figures come from counters, not
-counts); then retention purges them in batches while the API keeps taking submits at the
-latency it had before the purge."""
+"""Retention at scale: a million finished jobs (and a million events) older than the
+retention are purged in batches while a real API process keeps taking submits at the
+latency it had before the purge; /metrics costs the same on a million rows as on none."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import time
 import httpx
 import pytest
 import sqlalchemy as sa
-from prometheus_client.utils import floatToGoString
 
 from core import db
 from core.api_keys import Role
@@ -50,14 +48,6 @@ def submit_latencies(
     return latencies
 
 
-def timed(client: httpx.Client, path: str, calls: int, **kwargs: object) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        response = client.get(path, **kwargs)  # type: ignore[arg-type]
-        assert response.status_code == 200, response.text
-    return time.perf_counter() - started
-
-
 def scrape_seconds(client: httpx.Client, times: int = 5) -> float:
     best = float("inf")
     for _ in range(times):
@@ -68,7 +58,7 @@ def scrape_seconds(client: httpx.Client, times: int = 5) -> float:
 
 
 @pytest.mark.timeout(600)
-def test_a_million_rows_scrape_cheaply_and_purge_without_slowing_submits(
+def test_purging_a_million_rows_keeps_submits_fast(
     platform: services.Platform, sessions: db.Sessions, settings: Settings
 ) -> None:
     platform.start_api()  # its own retention pass runs at start, on nothing, then hourly+
@@ -85,15 +75,6 @@ def test_a_million_rows_scrape_cheaply_and_purge_without_slowing_submits(
         with db.transaction(sessions) as session:
             session.execute(sa.text("ANALYZE jobs; ANALYZE job_events"))
         full_scrape = scrape_seconds(client)
-        scrape = client.get("/metrics", headers=services.METRICS_HEADERS).text
-        assert f'conveyor_jobs{{status="succeeded"}} {floatToGoString(ROWS)}' in scrape
-        timed(client, "/health/live", 50)  # warm up both
-        timed(client, "/metrics", 50, headers=services.METRICS_HEADERS)
-        live = timed(client, "/health/live", 1_000)
-        metrics = timed(client, "/metrics", 1_000, headers=services.METRICS_HEADERS)
-        print(f"1,000 calls on 1M jobs: /metrics {metrics:.2f} s, /health/live {live:.2f} s")
-        # A count of the table takes ~100 ms here: 1,000 of them would be 100+ s.
-        assert metrics <= live * 15
         baseline = submit_latencies(client, count=200)
 
         purged: list[int] = []
